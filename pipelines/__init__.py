@@ -1,0 +1,1 @@
+"""CellGuard: predict EV battery cell-consistency alarms from BMS telemetry."""

@@ -1,0 +1,74 @@
+"""Every CellGuard setting, read from CELLGUARD_* environment variables in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+# name -> (default, description); the README's configuration table is generated from this.
+SETTINGS_DOC: dict[str, tuple[str, str]] = {
+    "CELLGUARD_BACKEND": ("local", "`local` (folder lake, DuckDB catalog) or `aws` (S3, Glue/Athena)."),
+    "CELLGUARD_HOME": ("./var", "Folder for local state: the lake, the catalog, Airflow's home."),
+    "CELLGUARD_LAKE_URI": ("file://$CELLGUARD_HOME/lake", "Root of the lake: `file:///…` or `s3://bucket/prefix`."),
+    "CELLGUARD_CATALOG_PATH": ("$CELLGUARD_HOME/catalog.duckdb", "DuckDB catalog file (views over the lake)."),
+    "CELLGUARD_MAPPINGS_DIR": ("", "Extra column-mapping YAML files; they override built-ins of the same name."),
+    "CELLGUARD_MAX_CLOCK_SKEW_HOURS": ("24", "Frames stamped further than this in the future are quarantined."),
+    "CELLGUARD_EARLIEST_TS": ("2016-01-01", "Frames stamped before this date are quarantined (GB/T 32960-2016)."),
+    "CELLGUARD_INGEST_MAX_OBJECTS": ("1000", "Most landing objects one ingest run takes; the rest wait for the next run."),
+    "CELLGUARD_DATA_DOCS": ("1", "`0` skips building Great Expectations Data Docs HTML (validation still runs)."),
+    "CELLGUARD_S3_ENDPOINT_URL": ("", "S3-compatible endpoint (MinIO, moto) instead of AWS's."),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; build with `load_settings()`."""
+
+    backend: str
+    home: Path
+    lake_uri: str
+    catalog_path: Path
+    mappings_dir: Path | None
+    max_clock_skew_hours: float
+    earliest_ts: str
+    ingest_max_objects: int
+    data_docs: bool
+    s3_endpoint_url: str | None
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip() or SETTINGS_DOC[name][0]
+
+
+def load_settings() -> Settings:
+    """Read the environment now (not at import), so tests and tasks see current values."""
+    home = Path(_env("CELLGUARD_HOME")).expanduser().resolve()
+    lake_uri = os.environ.get("CELLGUARD_LAKE_URI", "").strip() or (home / "lake").as_uri()
+    catalog = os.environ.get("CELLGUARD_CATALOG_PATH", "").strip() or str(home / "catalog.duckdb")
+    backend = _env("CELLGUARD_BACKEND")
+    if backend not in ("local", "aws"):
+        raise ValueError(f"CELLGUARD_BACKEND must be 'local' or 'aws', not {backend!r}")
+    mappings = os.environ.get("CELLGUARD_MAPPINGS_DIR", "").strip()
+    return Settings(
+        backend=backend,
+        home=home,
+        lake_uri=lake_uri,
+        catalog_path=Path(catalog).expanduser().resolve(),
+        mappings_dir=Path(mappings).expanduser().resolve() if mappings else None,
+        max_clock_skew_hours=float(_env("CELLGUARD_MAX_CLOCK_SKEW_HOURS")),
+        earliest_ts=_env("CELLGUARD_EARLIEST_TS"),
+        ingest_max_objects=int(_env("CELLGUARD_INGEST_MAX_OBJECTS")),
+        data_docs=_env("CELLGUARD_DATA_DOCS") not in ("0", "false", "no"),
+        s3_endpoint_url=os.environ.get("CELLGUARD_S3_ENDPOINT_URL", "").strip() or None,
+    )
+
+
+def settings_table_markdown() -> str:
+    """The configuration table for the README."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | `{default or '(unset)'}` | {text} |" for name, (default, text) in SETTINGS_DOC.items()]
+    return "\n".join(rows)
+
+
+assert len(SETTINGS_DOC) == len(fields(Settings)), "every setting is documented"

@@ -1,0 +1,1 @@
+"""Data-quality rules of the frame contract and their Great Expectations suite."""

@@ -1,0 +1,42 @@
+"""The data contracts of DESIGN.md as Arrow schemas."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+CELL_CONSISTENCY_ALARM_MASK = 0x400  # GB/T 32960 general alarm flag bit 10
+
+FRAME_SCHEMA = pa.schema(
+    [
+        pa.field("vin", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("vehicle_state", pa.int8()),
+        pa.field("charge_state", pa.int8()),
+        pa.field("speed_kmh", pa.float64()),
+        pa.field("odometer_km", pa.float64()),
+        pa.field("pack_voltage_v", pa.float64()),
+        pa.field("pack_current_a", pa.float64()),
+        pa.field("soc_pct", pa.float64()),
+        pa.field("insulation_kohm", pa.float64()),
+        pa.field("cell_mv", pa.list_(pa.uint16())),
+        pa.field("probe_temp_c", pa.list_(pa.int16())),
+        pa.field("alarm_level", pa.int8()),
+        pa.field("alarm_flags", pa.uint32()),
+    ]
+)
+
+FRAME_COLUMNS = FRAME_SCHEMA.names
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("source_key", pa.string()),
+        pa.field("source_id", pa.string()),
+        pa.field("row_number", pa.int64()),  # 1-based data row in the source; 0 = the whole file
+        pa.field("rule", pa.string()),
+        pa.field("column", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("raw", pa.string()),  # the rejected row as received (JSON), so nothing is lost
+        pa.field("quarantined_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
