@@ -72,12 +72,12 @@ class Lake:
         return self.fs.get_file_info(self.path(key)).type == pafs.FileType.File
 
     def read_bytes(self, key: str) -> bytes:
-        with self.fs.open_input_stream(self.path(key)) as stream:
+        with self.fs.open_input_stream(self.path(key), compression=None) as stream:
             return stream.read()
 
     def iter_chunks(self, key: str, chunk_size: int = 8 << 20) -> Iterator[bytes]:
         """Stream an object's bytes (for hashing large uploads without holding them)."""
-        with self.fs.open_input_stream(self.path(key)) as stream:
+        with self.fs.open_input_stream(self.path(key), compression=None) as stream:
             while chunk := stream.read(chunk_size):
                 yield chunk
 
@@ -85,13 +85,13 @@ class Lake:
         """Write atomically: readers see the old object or the new one, never a partial one."""
         target = self.path(key)
         if not self.is_local:  # one S3 PUT is atomic already
-            with self.fs.open_output_stream(target) as out:
+            with self.fs.open_output_stream(target, compression=None) as out:
                 out.write(data)
             return
         self.fs.create_dir(posixpath.dirname(target), recursive=True)
         tmp = f"{target}.tmp-{uuid.uuid4().hex}"
         try:
-            with self.fs.open_output_stream(tmp) as out:
+            with self.fs.open_output_stream(tmp, compression=None) as out:
                 out.write(data)
             self.fs.move(tmp, target)
         finally:

@@ -1,0 +1,72 @@
+"""Duplicate frames: the same (vin, ts) twice in a file, or again after an earlier object delivered it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.storage.lake import Lake
+
+FRAMES_PREFIX = "frames"
+
+
+def partition_key(date: str, source_id: str) -> str:
+    return f"{FRAMES_PREFIX}/dt={date}/{source_id}.parquet"
+
+
+def duplicates_within(vin: np.ndarray, ts_ms: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """Rows (among `alive`) whose (vin, ts) appeared in an earlier alive row of the same batch."""
+    frame = pd.DataFrame({"vin": vin, "ts": ts_ms})
+    dup = frame.duplicated(keep="first").to_numpy() if alive.all() else np.zeros(len(vin), dtype=bool)
+    if not alive.all():
+        index = np.flatnonzero(alive)
+        dup[index] = frame.iloc[index].duplicated(keep="first").to_numpy()
+    return dup & alive
+
+
+class LakeKeys:
+    """(vin, ts) already in the frames zone, per date partition, read lazily and kept up to date in a run.
+
+    Files of `replacing` (source ids being re-ingested) are left out: their rows are about to be rewritten.
+    """
+
+    def __init__(self, lake: Lake, replacing: set[str]):
+        self.lake = lake
+        self.replacing = replacing
+        self._by_date: dict[str, dict[str, np.ndarray]] = {}
+
+    def _load(self, date: str) -> dict[str, np.ndarray]:
+        if date not in self._by_date:
+            keys: dict[str, list[np.ndarray]] = defaultdict(list)
+            for info in self.lake.list(f"{FRAMES_PREFIX}/dt={date}"):
+                if info.key.rsplit("/", 1)[-1].removesuffix(".parquet") in self.replacing:
+                    continue
+                table = self.lake.read_parquet(info.key, columns=["vin", "ts"])
+                frame = pd.DataFrame({"vin": table["vin"].to_numpy(zero_copy_only=False),
+                                      "ts": table["ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)})
+                for vin, group in frame.groupby("vin", sort=False):
+                    keys[vin].append(group["ts"].to_numpy())
+            self._by_date[date] = {vin: np.unique(np.concatenate(parts)) for vin, parts in keys.items()}
+        return self._by_date[date]
+
+    def seen(self, dates: np.ndarray, vin: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:
+        """Which rows are already in the lake (or were accepted earlier in this run)."""
+        hit = np.zeros(len(vin), dtype=bool)
+        frame = pd.DataFrame({"date": dates, "vin": vin, "ts": ts_ms})
+        for (date, one_vin), group in frame.groupby(["date", "vin"], sort=False):
+            known = self._load(date).get(one_vin)
+            if known is not None:
+                hit[group.index.to_numpy()] = np.isin(group["ts"].to_numpy(), known, assume_unique=False)
+        return hit
+
+    def add(self, dates: np.ndarray, vin: np.ndarray, ts_ms: np.ndarray) -> None:
+        """Remember rows accepted in this run."""
+        frame = pd.DataFrame({"date": dates, "vin": vin, "ts": ts_ms})
+        for (date, one_vin), group in frame.groupby(["date", "vin"], sort=False):
+            partition = self._load(date)
+            known = partition.get(one_vin)
+            new = group["ts"].to_numpy()
+            partition[one_vin] = np.union1d(known, new) if known is not None else np.unique(new)

@@ -1,0 +1,282 @@
+"""Ingest landing objects: read, map, check, de-duplicate, validate with GE, write frames, quarantine, manifest."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.config import Settings, load_settings
+from pipelines.ingest.checks import check_frames
+from pipelines.ingest.convert import apply_mapping
+from pipelines.ingest.dedup import LakeKeys, duplicates_within, partition_key
+from pipelines.ingest.manifest import (
+    ManifestEntry,
+    load_manifest,
+    pending_objects,
+    save_entry,
+    sha256_of,
+    source_id_for,
+)
+from pipelines.ingest.mapping import Mapping, load_mappings, source_of
+from pipelines.ingest.readers import RawBatch, UnreadableObject, read_object
+from pipelines.ingest.rejections import Rejections, quarantine_record
+from pipelines.schema import QUARANTINE_SCHEMA
+from pipelines.storage.lake import Lake, ObjectInfo
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_PREFIX = "quarantine"
+DATA_DOCS_PREFIX = "reports/data_docs"
+CHUNK_FRAMES = 2_000_000  # validate and write in chunks of about this many frames, to bound memory
+
+
+class ContractViolation(RuntimeError):
+    """Great Expectations found rows the row rules let through: a bug to fix, so nothing was written."""
+
+
+@dataclass
+class ObjectOutcome:
+    """One processed object, held in memory until its chunk is validated and written."""
+
+    entry: ManifestEntry
+    frames: pa.Table
+    quarantine: pa.Table
+    original: bytes | None = None  # kept for an unreadable object, copied into quarantine
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest run did; counts reconcile: rows_in = accepted + quarantined + duplicates."""
+
+    run_id: str
+    objects: int = 0
+    unchanged: int = 0
+    rejected_objects: int = 0
+    rows_in: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    sentinels: dict[str, int] = field(default_factory=dict)
+    rejected_by_rule: dict[str, int] = field(default_factory=dict)
+    touched_dates: list[str] = field(default_factory=list)
+    data_docs: str | None = None
+    entries: list[ManifestEntry] = field(default_factory=list)
+
+    def add(self, entry: ManifestEntry) -> None:
+        self.objects += 1
+        self.rejected_objects += entry.status == "rejected"
+        self.rows_in += entry.rows_in
+        self.accepted += entry.accepted
+        self.quarantined += entry.quarantined
+        self.duplicates += entry.duplicates
+        for name, n in entry.sentinels.items():
+            self.sentinels[name] = self.sentinels.get(name, 0) + n
+        for rule, n in entry.rejected_by_rule.items():
+            self.rejected_by_rule[rule] = self.rejected_by_rule.get(rule, 0) + n
+        self.touched_dates = sorted(set(self.touched_dates) | set(entry.dates))
+        self.entries.append(entry)
+
+    def reconciles(self) -> bool:
+        return self.rows_in == self.accepted + self.quarantined + self.duplicates
+
+    def counts(self) -> dict:
+        """The run's figures as plain values (for XCom, asset extras and the CLI)."""
+        return {"objects": self.objects, "unchanged": self.unchanged, "rejected_objects": self.rejected_objects,
+                "rows_in": self.rows_in, "accepted": self.accepted, "quarantined": self.quarantined,
+                "duplicates": self.duplicates, "sentinels": dict(self.sentinels),
+                "rejected_by_rule": dict(self.rejected_by_rule), "touched_dates": list(self.touched_dates),
+                "data_docs": self.data_docs}
+
+
+def _status(entry: ManifestEntry) -> str:
+    if entry.accepted == 0 and entry.duplicates == 0:
+        return "rejected"
+    return "partial" if entry.quarantined else "ingested"
+
+
+def _bad_line_records(batch: RawBatch, key: str, source_id: str, now: datetime) -> list[dict]:
+    return [quarantine_record(key, source_id, line.line_number, "unparseable_line", "", "", line.reason, line.text, now)
+            for line in batch.bad_lines]
+
+
+def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping | None, known_mappings: list[str],
+                   keys: LakeKeys, earliest: datetime, latest: datetime, now: datetime, run_id: str) -> ObjectOutcome:
+    """Everything ingest decides about one object, without writing anything."""
+    key, source_id = info.key, source_id_for(info.key)
+    entry = ManifestEntry(key=key, source_id=source_id, source=source_of(key), size=info.size, mtime_ns=info.mtime_ns,
+                          sha256=sha256, status="rejected", mapping=mapping.name if mapping else None,
+                          ingested_at=now.isoformat(), run_id=run_id)
+    empty_frames = None
+
+    def whole_file(rule: str, reason: str) -> ObjectOutcome:
+        entry.error = reason
+        entry.rejected_by_rule = {rule: 1}
+        record = quarantine_record(key, source_id, 0, rule, "", PurePosixPath(key).name, reason, None, now)
+        return ObjectOutcome(entry, empty_frames, pa.Table.from_pylist([record], QUARANTINE_SCHEMA), data)
+
+    if mapping is None:
+        return whole_file("no_mapping", f"no column mapping for source {entry.source!r} (key {key}); known sources: "
+                          f"{', '.join(known_mappings)}. Put a YAML mapping in CELLGUARD_MAPPINGS_DIR.")
+    try:
+        batch = read_object(key, data)
+    except UnreadableObject as exc:
+        return whole_file("unreadable", str(exc))
+    entry.file_format = batch.file_format
+    raw = batch.table
+    line_records = _bad_line_records(batch, key, source_id, now)
+    rejections = Rejections(raw.num_rows)
+
+    names = raw.column_names
+    missing = mapping.required_source_columns(names)
+    if missing and raw.num_rows:
+        lacking = "; ".join(f"{col} needs {what}" for col, what in missing.items())
+        rejections.reject_all("required_column", ",".join(missing),
+                              f"file lacks what mapping {mapping.name!r} needs: {lacking} (file columns: {', '.join(names[:12])}"
+                              f"{', …' if len(names) > 12 else ''})")
+        frames = None
+    else:
+        extra = sorted(set(names) - mapping.source_columns(names))
+        if extra:
+            entry.warnings.append(f"ignored columns not in mapping {mapping.name!r}: {', '.join(extra[:20])}"
+                                  f"{' …' if len(extra) > 20 else ''}")
+        mapped = apply_mapping(raw, mapping, key, rejections)
+        entry.sentinels, frames = mapped.sentinels, mapped.frames
+        entry.warnings += mapped.warnings
+        check_frames(frames, rejections, earliest, latest)
+
+    accepted = pa.table({}) if frames is None else frames.filter(pa.array(~rejections.rejected))
+    duplicates = 0
+    if frames is not None and accepted.num_rows:
+        vin = accepted["vin"].to_numpy(zero_copy_only=False)
+        ts_ms = accepted["ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)
+        dates = pc.strftime(accepted["ts"], "%Y-%m-%d").to_numpy(zero_copy_only=False)
+        dup = duplicates_within(vin, ts_ms, np.ones(len(vin), dtype=bool)) | keys.seen(dates, vin, ts_ms)
+        keep = ~dup
+        duplicates = int(dup.sum())
+        accepted = accepted.filter(pa.array(keep)).sort_by([("vin", "ascending"), ("ts", "ascending")])
+        keys.add(dates[keep], vin[keep], ts_ms[keep])
+        entry.dates = sorted(set(dates[keep].tolist()))
+
+    quarantine = rejections.to_table(raw, key, source_id, batch.data_line_offset, now)
+    if line_records:
+        quarantine = pa.concat_tables([pa.Table.from_pylist(line_records, QUARANTINE_SCHEMA), quarantine])
+    entry.rows_in = batch.rows_in
+    entry.accepted = accepted.num_rows
+    entry.quarantined = rejections.count + len(batch.bad_lines)
+    entry.duplicates = duplicates
+    entry.rejected_by_rule = rejections.by_rule()
+    if batch.bad_lines:
+        entry.rejected_by_rule["unparseable_line"] = len(batch.bad_lines)
+    entry.status = _status(entry)
+    if entry.status == "rejected" and quarantine.num_rows:
+        entry.error = quarantine["reason"][0].as_py()
+    return ObjectOutcome(entry, accepted if accepted.num_rows else None, quarantine)
+
+
+def _write_outcome(lake: Lake, outcome: ObjectOutcome, previous: ManifestEntry | None) -> None:
+    """Frames per date partition, quarantine, then the manifest record last (so a crash means a clean redo)."""
+    entry = outcome.entry
+    if outcome.frames is not None:
+        dates = pc.strftime(outcome.frames["ts"], "%Y-%m-%d")
+        for date in entry.dates:
+            lake.write_parquet(partition_key(date, entry.source_id), outcome.frames.filter(pc.equal(dates, date)))
+    for stale in sorted(set(previous.dates if previous else []) - set(entry.dates)):
+        lake.delete(partition_key(stale, entry.source_id))
+    quarantine_key = f"{QUARANTINE_PREFIX}/rows/{entry.source_id}.parquet"
+    if outcome.quarantine.num_rows:
+        lake.write_parquet(quarantine_key, outcome.quarantine)
+    else:
+        lake.delete(quarantine_key)
+    original_key = f"{QUARANTINE_PREFIX}/files/{entry.source_id}/{PurePosixPath(entry.key).name}"
+    if outcome.original is not None:
+        lake.write_bytes(original_key, outcome.original)
+    else:
+        lake.delete(original_key)
+    save_entry(lake, entry)
+
+
+def _validate_chunk(lake: Lake, outcomes: list[ObjectOutcome], run_id: str, earliest: datetime, latest: datetime,
+                    settings: Settings) -> str | None:
+    """Great Expectations over the chunk's accepted frames; Data Docs go to the lake's reports/ zone."""
+    from pipelines.quality.runner import validate_frames
+
+    tables = [o.frames for o in outcomes if o.frames is not None]
+    if not tables:
+        return None
+    docs_dir = None
+    if settings.data_docs and lake.is_local:
+        docs_dir = Path(lake.path(DATA_DOCS_PREFIX))
+    report = validate_frames(pa.concat_tables(tables), f"ingest {run_id}", docs_dir, earliest, latest)
+    if not report.success:
+        raise ContractViolation(f"Great Expectations rejected frames the row rules accepted (nothing written): {report.failures}")
+    return str(report.docs_index) if report.docs_index else None
+
+
+def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, keys: list[str] | None = None,
+                   progress: Callable[[int, int], None] | None = None, now: datetime | None = None,
+                   run_id: str | None = None) -> IngestSummary:
+    """Ingest every pending landing object (or just `keys`); safe to run again: done objects are skipped.
+
+    `progress(done_rows, done_objects)` is called after each object.
+    """
+    settings = settings or load_settings()
+    lake = lake or Lake.from_settings(settings)
+    now = now or datetime.now(UTC)
+    run_id = run_id or f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    earliest = datetime.fromisoformat(settings.earliest_ts).replace(tzinfo=UTC)
+    latest = now + timedelta(hours=settings.max_clock_skew_hours)
+    mappings = load_mappings(settings.mappings_dir)
+    manifest = load_manifest(lake)
+    infos = pending_objects(lake, manifest, settings.ingest_max_objects)
+    if keys is not None:
+        wanted = set(keys)
+        infos = [i for i in infos if i.key in wanted]
+    summary = IngestSummary(run_id)
+    lake_keys = LakeKeys(lake, {source_id_for(i.key) for i in infos})
+    chunk: list[tuple[ObjectOutcome, ManifestEntry | None]] = []
+    chunk_rows = 0
+
+    def flush() -> None:
+        nonlocal chunk, chunk_rows
+        docs = _validate_chunk(lake, [o for o, _ in chunk], run_id, earliest, latest, settings)
+        summary.data_docs = docs or summary.data_docs
+        for outcome, previous in chunk:
+            _write_outcome(lake, outcome, previous)
+            summary.add(outcome.entry)
+        chunk, chunk_rows = [], 0
+
+    for info in infos:
+        previous = manifest.get(info.key)
+        data = lake.read_bytes(info.key)
+        sha256 = sha256_of([data])
+        if previous and previous.sha256 == sha256:  # touched, not changed: note the new stamp, keep the result
+            previous.size, previous.mtime_ns = info.size, info.mtime_ns
+            save_entry(lake, previous)
+            summary.unchanged += 1
+            continue
+        outcome = process_object(info, data, sha256, mappings.get(source_of(info.key)), sorted(mappings), lake_keys,
+                                 earliest, latest, now, run_id)
+        chunk.append((outcome, previous))
+        chunk_rows += outcome.entry.rows_in
+        if progress:
+            progress(outcome.entry.rows_in, 1)
+        if chunk_rows >= CHUNK_FRAMES:
+            flush()
+    if chunk:
+        flush()
+    return summary
+
+
+def pending_landing_keys(lake: Lake | None = None, settings: Settings | None = None) -> list[str]:
+    """Keys of landing objects ingest has not processed in their current version (what the sensor waits for)."""
+    settings = settings or load_settings()
+    lake = lake or Lake.from_settings(settings)
+    return [info.key for info in pending_objects(lake, load_manifest(lake), settings.ingest_max_objects)]

@@ -1,0 +1,62 @@
+"""The local catalog: a DuckDB file holding only views over the lake's Parquet, rebuilt atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from pipelines.storage.lake import Lake
+
+# view name -> (lake prefix, glob below it, reader). Views over an empty zone are defined on an empty schema.
+VIEWS: dict[str, tuple[str, str, str]] = {
+    "frames": ("frames", "dt=*/*.parquet", "parquet"),
+    "quarantine": ("quarantine/rows", "*.parquet", "parquet"),
+    "manifest": ("_manifest", "*.json", "json"),
+}
+
+EMPTY_DEFINITIONS = {
+    "frames": "select null::varchar as vin, null::timestamptz as ts, null::date as dt where false",
+    "quarantine": "select null::varchar as source_key, null::varchar as rule, null::varchar as reason where false",
+    "manifest": "select null::varchar as key, null::varchar as status where false",
+}
+
+
+def _view_sql(lake: Lake, name: str) -> str:
+    prefix, pattern, reader = VIEWS[name]
+    if not lake.list(prefix):
+        return EMPTY_DEFINITIONS[name]
+    location = f"{lake.path(prefix)}/{pattern}" if lake.is_local else f"{lake.url(prefix)}/{pattern}"
+    if reader == "json":
+        return f"select * from read_json('{location}', format='auto', union_by_name=true)"
+    partitioning = ", hive_partitioning=true" if "dt=" in pattern else ""
+    return f"select * from read_parquet('{location}', union_by_name=true{partitioning})"
+
+
+def build_catalog(lake: Lake, catalog_path: Path) -> Path:
+    """Write a fresh catalog next to the old one, then rename it over: readers never see a half-built file."""
+    catalog_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = catalog_path.with_name(f".{catalog_path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    # v1.0.0 storage keeps the file readable by the duckdb CLI (duckdb-cli on PyPI trails the Python package).
+    with duckdb.connect(str(tmp), config={"storage_compatibility_version": "v1.0.0"}) as con:
+        for name in VIEWS:
+            con.execute(f"create or replace view {name} as {_view_sql(lake, name)}")
+    os.replace(tmp, catalog_path)
+    return catalog_path
+
+
+def connect_read_only(catalog_path: Path) -> duckdb.DuckDBPyConnection:
+    """How every reader (API, dashboards, analysts) opens the catalog."""
+    return duckdb.connect(str(catalog_path), read_only=True)
+
+
+def refresh_local_catalog() -> Path | None:
+    """Rebuild the catalog the settings point at (local backend only; on AWS, Glue is the catalog)."""
+    from pipelines.config import load_settings
+
+    settings = load_settings()
+    if settings.backend != "local":
+        return None
+    return build_catalog(Lake.from_settings(settings), settings.catalog_path)

@@ -1,0 +1,1 @@
+"""Reusable Airflow pieces for CellGuard DAGs (assets, sensors, notifiers). No business logic here."""
