@@ -25,7 +25,9 @@ def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, l
                    "VIN '{value}' is not 17 characters of A–Z (no I, O, Q) and 0–9")
 
     ts = frames["ts"]
-    shown_ts = pc.strftime(ts, "%Y-%m-%dT%H:%M:%SZ").to_numpy(zero_copy_only=False)
+    def shown_ts(rows: np.ndarray) -> list[str]:
+        return pc.strftime(ts.take(pa.array(rows)), "%Y-%m-%dT%H:%M:%SZ").to_pylist()
+
     ts_ms = pc.fill_null(ts.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
     known = pc.is_valid(ts).to_numpy(zero_copy_only=False)
     early_ms, late_ms = int(earliest.timestamp() * 1000), int(latest.timestamp() * 1000)

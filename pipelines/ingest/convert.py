@@ -37,17 +37,17 @@ def to_float(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray,
         array = array.combine_chunks() if array.num_chunks else pa.array([], array.type)
     missing = pc.is_null(array).to_numpy(zero_copy_only=False)
     if pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_boolean(array.type):
-        values = pc.fill_null(array.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+        values = pc.fill_null(array.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False, writable=True)
         return values, missing, np.zeros(len(array), dtype=bool)
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
         text = pc.utf8_trim_whitespace(array)
         missing |= pc.fill_null(pc.equal(text, ""), False).to_numpy(zero_copy_only=False)
         try:  # fast path: every value is a plain number
-            values = pc.fill_null(text.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+            values = pc.fill_null(text.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False, writable=True)
             values[missing] = np.nan
             return values, missing, np.zeros(len(array), dtype=bool)
         except pa.ArrowInvalid:
-            values = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(dtype=float)
+            values = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(dtype=float, copy=True)
             lowered = pc.utf8_lower(text).to_numpy(zero_copy_only=False)
             named_nan = np.isin(lowered, ["nan", "-nan", "+nan"])
             bad = np.isnan(values) & ~missing & ~named_nan
@@ -58,6 +58,8 @@ def to_float(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray,
 
 
 def _is_sentinel(values: np.ndarray, sentinels: tuple[float, ...]) -> np.ndarray:
+    if all(float(s).is_integer() for s in sentinels):  # exact codes (mV, GB/T bytes): one fast pass
+        return np.isin(values, np.array(sentinels, dtype=values.dtype))
     hit = np.zeros(values.shape, dtype=bool)
     for sentinel in sentinels:
         hit |= np.isclose(values, sentinel, rtol=0, atol=1e-6 * max(1.0, abs(sentinel)))
@@ -179,6 +181,8 @@ def _wide_matrix(raw: pa.Table, columns: list[str]) -> tuple[np.ndarray, np.ndar
 
 def _rows_with(flags: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: does any item have the flag, and the first flagged item's position (for the reason)."""
+    if not flags.any():
+        return np.zeros(len(lengths), dtype=bool), np.full(len(lengths), -1)
     row_of = np.repeat(np.arange(len(lengths)), lengths)
     hit_rows = np.zeros(len(lengths), dtype=bool)
     first = np.full(len(lengths), -1)

@@ -7,10 +7,19 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.storage.lake import Lake
 
 FRAMES_PREFIX = "frames"
+
+
+def utc_dates(ts: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The partition date ('YYYY-MM-DD', UTC) of each timestamp, without formatting every row."""
+    days = pc.fill_null(ts.cast(pa.int64()), 0).to_numpy(zero_copy_only=False) // 86_400_000
+    unique, inverse = np.unique(days, return_inverse=True)
+    names = np.array([str(np.datetime64(int(d), "D")) for d in unique], dtype=object)
+    return names[inverse]
 
 
 def partition_key(date: str, source_id: str) -> str:

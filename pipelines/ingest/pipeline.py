@@ -11,12 +11,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.config import Settings, load_settings
 from pipelines.ingest.checks import check_frames
 from pipelines.ingest.convert import apply_mapping
-from pipelines.ingest.dedup import LakeKeys, duplicates_within, partition_key
+from pipelines.ingest.dedup import LakeKeys, duplicates_within, partition_key, utc_dates
 from pipelines.ingest.manifest import (
     ManifestEntry,
     load_manifest,
@@ -136,7 +135,7 @@ def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping 
 
     names = raw.column_names
     missing = mapping.required_source_columns(names)
-    if missing and raw.num_rows:
+    if missing:
         lacking = "; ".join(f"{col} needs {what}" for col, what in missing.items())
         rejections.reject_all("required_column", ",".join(missing),
                               f"file lacks what mapping {mapping.name!r} needs: {lacking} (file columns: {', '.join(names[:12])}"
@@ -157,7 +156,7 @@ def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping 
     if frames is not None and accepted.num_rows:
         vin = accepted["vin"].to_numpy(zero_copy_only=False)
         ts_ms = accepted["ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)
-        dates = pc.strftime(accepted["ts"], "%Y-%m-%d").to_numpy(zero_copy_only=False)
+        dates = utc_dates(accepted["ts"])
         dup = duplicates_within(vin, ts_ms, np.ones(len(vin), dtype=bool)) | keys.seen(dates, vin, ts_ms)
         keep = ~dup
         duplicates = int(dup.sum())
@@ -185,9 +184,9 @@ def _write_outcome(lake: Lake, outcome: ObjectOutcome, previous: ManifestEntry |
     """Frames per date partition, quarantine, then the manifest record last (so a crash means a clean redo)."""
     entry = outcome.entry
     if outcome.frames is not None:
-        dates = pc.strftime(outcome.frames["ts"], "%Y-%m-%d")
+        dates = utc_dates(outcome.frames["ts"])
         for date in entry.dates:
-            lake.write_parquet(partition_key(date, entry.source_id), outcome.frames.filter(pc.equal(dates, date)))
+            lake.write_parquet(partition_key(date, entry.source_id), outcome.frames.filter(pa.array(dates == date)))
     for stale in sorted(set(previous.dates if previous else []) - set(entry.dates)):
         lake.delete(partition_key(stale, entry.source_id))
     quarantine_key = f"{QUARANTINE_PREFIX}/rows/{entry.source_id}.parquet"
@@ -240,7 +239,9 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
         wanted = set(keys)
         infos = [i for i in infos if i.key in wanted]
     summary = IngestSummary(run_id)
-    lake_keys = LakeKeys(lake, {source_id_for(i.key) for i in infos})
+    # Touched-only objects keep their frames, so dedup must still see them; only changed (or new) objects are replaced.
+    touched = {i.key for i in infos if i.key in manifest and sha256_of(lake.iter_chunks(i.key)) == manifest[i.key].sha256}
+    lake_keys = LakeKeys(lake, {source_id_for(i.key) for i in infos if i.key not in touched})
     chunk: list[tuple[ObjectOutcome, ManifestEntry | None]] = []
     chunk_rows = 0
 
@@ -255,13 +256,13 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
 
     for info in infos:
         previous = manifest.get(info.key)
-        data = lake.read_bytes(info.key)
-        sha256 = sha256_of([data])
-        if previous and previous.sha256 == sha256:  # touched, not changed: note the new stamp, keep the result
+        if previous and info.key in touched:  # touched, not changed: note the new stamp, keep the result
             previous.size, previous.mtime_ns = info.size, info.mtime_ns
             save_entry(lake, previous)
             summary.unchanged += 1
             continue
+        data = lake.read_bytes(info.key)
+        sha256 = sha256_of([data])
         outcome = process_object(info, data, sha256, mappings.get(source_of(info.key)), sorted(mappings), lake_keys,
                                  earliest, latest, now, run_id)
         chunk.append((outcome, previous))

@@ -103,6 +103,7 @@ def read_csv(data: bytes) -> RawBatch:
         bad.append(BadLine(row.number or 0, f"row has {row.actual_columns} fields, header has {row.expected_columns}", _text(row.text.encode())))
         return "skip"
 
+    utf8_bad = len(bad)  # the retry below re-collects the parser's rejects, not these
     parse = pcsv.ParseOptions(invalid_row_handler=on_invalid)
     convert = pcsv.ConvertOptions(null_values=CSV_NULL_VALUES, strings_can_be_null=True)
     try:
@@ -111,7 +112,7 @@ def read_csv(data: bytes) -> RawBatch:
         if "straddl" not in str(exc) and "conver" not in str(exc).lower():
             raise UnreadableObject(f"CSV parser: {exc}") from exc
         # A very long row, or a column whose type changes after the first block: read again in one block, as text.
-        bad.clear()
+        del bad[utf8_bad:]
         read = pcsv.ReadOptions(block_size=len(data) + 1, use_threads=False)
         convert = pcsv.ConvertOptions(null_values=CSV_NULL_VALUES, strings_can_be_null=True, column_types=None)
         try:

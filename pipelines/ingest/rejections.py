@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -23,16 +23,18 @@ class Rejections:
         self._values: list[Sequence[str]] = []
         self._reasons: list[Sequence[str]] = []
 
-    def add(self, mask: np.ndarray, rule: str, column: str, values: Sequence[object], reason: str | Sequence[str]) -> int:
+    def add(self, mask: np.ndarray, rule: str, column: str, values: Sequence[object] | Callable[[np.ndarray], Sequence[object]],
+            reason: str | Sequence[str]) -> int:
         """Reject rows where `mask` holds (and no earlier rule did). Returns how many.
 
-        `reason` is a template using {value}, or one finished reason per row.
+        `values` is one value per row, or a function giving the values of the rows it is handed (so costly
+        formatting happens only for rejected rows). `reason` is a template using {value}, or one reason per row.
         """
         new = np.flatnonzero(mask & ~self.rejected)
         if not len(new):
             return 0
         self.rejected[new] = True
-        texts = [_show(values[i]) for i in new]
+        texts = [_show(v) for v in values(new)] if callable(values) else [_show(values[i]) for i in new]
         self._rows.append(new)
         self._rule.append(rule)
         self._column.append(column)
@@ -92,6 +94,7 @@ def _show(value: object) -> str:
     if value is None:
         return "(empty)"
     if isinstance(value, float):
+        value = float(value)  # numpy 2 scalars repr as np.float64(…)
         return repr(value) if not value.is_integer() else str(int(value)) if abs(value) < 1e15 else repr(value)
     text = str(value)
     return text if len(text) <= 80 else f"{text[:77]}…"

@@ -1,0 +1,87 @@
+"""Ingest and simulator throughput, measured side by side in one run on this machine.
+
+Prints frames/s for: the simulator (physics + landing files), ingest of a ~1M-frame batch from Parquet,
+and the same batch from CSV (parse + map + check + dedup + Great Expectations + write), plus peak memory.
+Usage: python benchmarks/ingest.py [--frames 1000000] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from pipelines.config import load_settings
+from pipelines.ingest import ingest_pending
+from pipelines.simulate import SimulationParams, simulate_fleet
+from pipelines.storage.lake import Lake
+
+DAYS = 10
+
+
+def _params(vehicles: int, file_format: str) -> SimulationParams:
+    return SimulationParams(vehicles=vehicles, days=DAYS, start_date=dt.date(2026, 1, 1), interval_s=10, seed=11,
+                            file_format=file_format, gzip=False)
+
+
+def _simulate(root: Path, vehicles: int, file_format: str) -> tuple[int, float, int]:
+    lake = Lake((root / file_format / "lake").as_uri())
+    started = time.perf_counter()
+    summary = simulate_fleet(_params(vehicles, file_format), lake)
+    return summary.frames + summary.duplicates_written, time.perf_counter() - started, summary.files
+
+
+def _ingest(root: Path, file_format: str) -> tuple[int, float]:
+    os.environ["CELLGUARD_HOME"] = str(root / file_format)
+    os.environ["CELLGUARD_INGEST_MAX_OBJECTS"] = "100000"
+    settings = load_settings()
+    started = time.perf_counter()
+    summary = ingest_pending(settings=settings)
+    seconds = time.perf_counter() - started
+    assert summary.reconciles(), "counts must reconcile"
+    return summary.rows_in, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1_000_000, help="frames in the ingest batch (approximately)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="cellguard-bench-"))
+    os.environ["CELLGUARD_DATA_DOCS"] = "1"
+
+    # Probe how many frames one vehicle makes over DAYS days, then size the fleet for the target.
+    probe_frames, _, _ = _simulate(root / "probe", 2, "parquet")
+    vehicles = max(1, round(args.frames / (probe_frames / 2)))
+    print(f"batch: {vehicles} vehicles × {DAYS} days at 10 s ≈ {args.frames:,} frames; work dir {root}")
+
+    # Warm up Great Expectations' import (~7 s once per process) so it is not billed to the first format.
+    from pipelines.quality import runner  # noqa: F401
+
+    rows = []
+    for file_format in ("parquet", "csv"):
+        frames, sim_seconds, files = _simulate(root, vehicles, file_format)
+        size_mb = sum(p.stat().st_size for p in (root / file_format / "lake" / "landing").rglob("*") if p.is_file()) / 1e6
+        ingested, ingest_seconds = _ingest(root, file_format)
+        rows.append((file_format, frames, files, size_mb, sim_seconds, ingested, ingest_seconds))
+
+    print()
+    print("| format | frames | files | landing MB | simulate frames/s | ingest frames/s | target |")
+    print("|---|---|---|---|---|---|---|")
+    for file_format, frames, files, size_mb, sim_s, ingested, ing_s in rows:
+        target = "≥ 400k" if file_format == "parquet" else "≥ 150k"
+        print(f"| {file_format} | {ingested:,} | {files:,} | {size_mb:,.0f} | {frames / sim_s:,.0f} | "
+              f"{ingested / ing_s:,.0f} | {target} |")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak resident memory: {peak_mb:,.0f} MB; cores: {os.cpu_count()}")
+    if args.workdir is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
