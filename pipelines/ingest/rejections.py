@@ -47,7 +47,8 @@ class Rejections:
 
     def reject_all(self, rule: str, column: str, reason: str) -> int:
         """Reject every row not yet rejected, for one reason that applies to the whole object."""
-        return self.add(np.ones_like(self.rejected), rule, column, [""] * len(self.rejected), reason)
+        n = len(self.rejected)  # the reason is finished text, not a template: it may hold braces (regex {17})
+        return self.add(np.ones_like(self.rejected), rule, column, [""] * n, [reason] * n)
 
     @property
     def count(self) -> int:

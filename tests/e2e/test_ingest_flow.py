@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+from pathlib import Path
 
 import duckdb
 import pyarrow.dataset as ds
@@ -15,6 +16,7 @@ from pipelines.simulate import SimulationParams, simulate_fleet
 from pipelines.storage.lake import Lake
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,6 @@ def fleet_lake(tmp_path, monkeypatch):
 
 def _run_bms_ingest():
     from airflow.dag_processing.dagbag import DagBag
-
-    from tests.conftest import REPO
 
     bag = DagBag(dag_folder=str(REPO / "dags" / "bms_ingest.py"))
     assert bag.import_errors == {}
