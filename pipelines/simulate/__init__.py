@@ -21,6 +21,7 @@ from pipelines.simulate.writer import (
     GROUND_TRUTH_KEY,
     fleet_csv,
     ground_truth_csv,
+    merge_by_vin,
     write_vehicle_files,
 )
 from pipelines.storage.lake import Lake
@@ -62,8 +63,9 @@ def simulate_fleet(
         summary.landing_keys.extend(keys)
         if progress is not None:
             progress(1)
-    lake.write_bytes(GROUND_TRUTH_KEY, ground_truth_csv(fleet))
-    lake.write_bytes(FLEET_KEY, fleet_csv(fleet))
+    # Several simulations may share a lake (e.g. a native fleet and a wide-export fleet): merge by VIN.
+    for key, text in ((GROUND_TRUTH_KEY, ground_truth_csv(fleet)), (FLEET_KEY, fleet_csv(fleet))):
+        lake.write_bytes(key, merge_by_vin(lake.read_bytes(key) if lake.exists(key) else None, text))
     summary.files = len(summary.landing_keys)
     summary.ground_truth_key = GROUND_TRUTH_KEY
     return summary

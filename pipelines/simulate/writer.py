@@ -288,3 +288,15 @@ def fleet_csv(fleet: list[VehicleSpec]) -> bytes:
     """vin, chemistry, cells, probes, capacity_ah, format — one row per vehicle."""
     rows = [[s.vin, s.chemistry, s.n_cells, s.n_probes, s.capacity_ah, s.file_ext] for s in fleet]
     return _csv_text(["vin", "chemistry", "cells", "probes", "capacity_ah", "format"], rows)
+
+
+def merge_by_vin(existing: bytes | None, new: bytes) -> bytes:
+    """A small CSV keyed by vin: rows of `new` replace the same vehicles' rows in `existing`, others stay."""
+    if not existing:
+        return new
+    old_lines, new_lines = existing.decode().splitlines(), new.decode().splitlines()
+    if old_lines[0] != new_lines[0]:
+        return new  # the format changed: the new file wins whole
+    vins = {line.split(",", 1)[0] for line in new_lines[1:]}
+    kept = [line for line in old_lines[1:] if line.split(",", 1)[0] not in vins]
+    return "\n".join([new_lines[0], *sorted(kept + new_lines[1:])]).encode() + b"\n"

@@ -1,0 +1,153 @@
+"""ingest_pending end to end: formats side by side, counts, Parquet layout, Great Expectations and Data Docs."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.ingest import ingest_pending, pending_landing_keys
+from pipelines.ingest import pipeline as ingest_pipeline
+from pipelines.ingest.manifest import load_manifest, source_id_for
+from pipelines.schema import FRAME_SCHEMA
+from pipelines.storage.lake import Lake
+
+from .builders import (
+    DAY,
+    NOW,
+    VIN_A,
+    VIN_B,
+    entry,
+    frames,
+    landing_key,
+    native_csv_bytes,
+    native_jsonl_bytes,
+    native_row,
+    native_rows,
+    put,
+    put_native_parquet,
+    put_wide_csv,
+    run_ingest,
+    utc,
+    wide_rows,
+)
+
+VIN_C = "WVWZZZ1KZ6W000003"
+VIN_D = "JN1AZ0000U0000004"
+
+
+def landing_mix(lake: Lake) -> dict[str, str]:
+    """One object per format a vehicle platform uploads, a few frames each, one bad row."""
+    return {
+        "csv": put(lake, landing_key(VIN_A), native_csv_bytes(native_rows(3) + [native_row(ts=f"{DAY}T00:01:00Z", soc_pct=-5)])),
+        "csv.gz": put(lake, landing_key(VIN_B, ext="csv.gz"), native_csv_bytes(native_rows(2, VIN_B)), gzipped=True),
+        "jsonl.gz": put(lake, landing_key(VIN_C, ext="jsonl.gz"), native_jsonl_bytes(native_rows(2, VIN_C)), gzipped=True),
+        "parquet": put_native_parquet(lake, native_rows(2, VIN_D, start="2026-01-06T00:00:00Z"),
+                                      key=landing_key(VIN_D, "2026-01-06", "parquet")),
+        "wide": put_wide_csv(lake, wide_rows(2, start="2026-01-06 09:00:00"), vin=VIN_A, day="2026-01-06"),
+    }
+
+
+def test_ingest_every_format(lake: Lake) -> None:
+    keys = landing_mix(lake)
+    assert sorted(pending_landing_keys(lake)) == sorted(keys.values())
+    seen: list[tuple[int, int]] = []
+    summary = run_ingest(lake, progress=lambda rows, objects: seen.append((rows, objects)))
+
+    assert summary.counts() == {
+        "objects": 5, "unchanged": 0, "rejected_objects": 0, "rows_in": 12, "accepted": 11, "quarantined": 1,
+        "duplicates": 0, "sentinels": {}, "rejected_by_rule": {"soc_range": 1},
+        "touched_dates": ["2026-01-05", "2026-01-06"], "data_docs": None,
+    }
+    assert sorted(seen) == [(2, 1), (2, 1), (2, 1), (2, 1), (4, 1)]
+    assert {e.file_format for e in summary.entries} == {"csv", "jsonl", "parquet"}
+    assert entry(lake, keys["csv"]).status == "partial"
+    assert {entry(lake, k).status for name, k in keys.items() if name != "csv"} == {"ingested"}
+    assert len(load_manifest(lake)) == 5
+    assert pending_landing_keys(lake) == []
+
+    table = frames(lake)
+    assert table.schema == FRAME_SCHEMA
+    assert table.num_rows == 11
+    by_vin = {vin: table["vin"].to_pylist().count(vin) for vin in (VIN_A, VIN_B, VIN_C, VIN_D)}
+    assert by_vin == {VIN_A: 5, VIN_B: 2, VIN_C: 2, VIN_D: 2}
+    wide = [r for r in table.to_pylist() if r["ts"] >= utc("2026-01-06T01:00:00Z")]
+    assert [(r["vin"], r["ts"]) for r in wide] == [(VIN_A, utc("2026-01-06T01:00:00Z")), (VIN_A, utc("2026-01-06T01:00:10Z"))]
+
+
+def test_frames_files_are_sorted_zstd_parquet_named_by_source(lake: Lake) -> None:
+    key = put(lake, landing_key(), native_csv_bytes(list(reversed(native_rows(3))) + native_rows(2, VIN_B)[::-1]))
+    run_ingest(lake)
+    (info,) = lake.list("frames")
+    assert info.key == f"frames/dt={DAY}/{source_id_for(key)}.parquet"
+    parquet = pq.ParquetFile(lake.path(info.key))
+    assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
+    table = parquet.read()
+    assert table.schema == FRAME_SCHEMA
+    assert list(zip(table["vin"].to_pylist(), table["ts"].to_pylist(), strict=True)) == sorted(
+        zip(table["vin"].to_pylist(), table["ts"].to_pylist(), strict=True))
+
+
+def test_future_window_follows_now_and_clock_skew_setting(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    put(lake, landing_key(), native_csv_bytes([native_row(ts="2026-02-01T23:00:00Z"), native_row(ts="2026-02-02T01:00:00Z")]))
+    monkeypatch.setenv("CELLGUARD_MAX_CLOCK_SKEW_HOURS", "0")
+    assert run_ingest(lake).rejected_by_rule == {"ts_future": 2}
+
+    lake2 = Lake(lake.uri + "-2")
+    put(lake2, landing_key(), native_csv_bytes([native_row(ts="2026-02-01T23:00:00Z"), native_row(ts="2026-02-02T01:00:00Z")]))
+    monkeypatch.setenv("CELLGUARD_MAX_CLOCK_SKEW_HOURS", "24")
+    summary = run_ingest(lake2)
+    assert (summary.accepted, summary.rejected_by_rule) == (1, {"ts_future": 1})
+
+
+def test_earliest_ts_setting(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELLGUARD_EARLIEST_TS", "2026-01-05")
+    put(lake, landing_key(), native_csv_bytes([native_row(ts="2026-01-04T23:59:59Z"), native_row(ts="2026-01-05T00:00:00Z")]))
+    summary = run_ingest(lake)
+    assert (summary.accepted, summary.rejected_by_rule) == (1, {"ts_too_old": 1})
+
+
+def test_great_expectations_stops_frames_the_row_rules_missed(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If a row rule regresses, GE still sees the broken frame and nothing at all is written."""
+    monkeypatch.setattr(ingest_pipeline, "check_frames", lambda *args, **kwargs: None)
+    key = put(lake, landing_key(), native_csv_bytes(native_rows(2) + [native_row(ts=f"{DAY}T00:01:00Z", soc_pct=150.0)]))
+    with pytest.raises(ingest_pipeline.ContractViolation) as error:
+        ingest_pending(lake=lake, now=NOW)
+    assert "soc_pct" in str(error.value)
+    assert lake.list("frames") == [] and lake.list("_manifest") == [] and lake.list("quarantine") == []
+    assert pending_landing_keys(lake) == [key]
+
+
+def test_data_docs_written_under_the_lake(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELLGUARD_DATA_DOCS", "1")
+    put(lake, landing_key(), native_csv_bytes(native_rows(3)))
+    summary = run_ingest(lake, run_id="docs-run-1")
+    index = Path(lake.path("reports/data_docs/index.html"))
+    assert summary.data_docs == str(index)
+    assert index.is_file()
+    html = index.read_text()
+    assert "frame_contract" in html
+    assert "docs-run-1" in html
+
+    put(lake, landing_key(VIN_B), native_csv_bytes(native_rows(2, VIN_B)))
+    second = run_ingest(lake, run_id="docs-run-2")
+    assert second.data_docs == str(index)
+    html = index.read_text()
+    assert "docs-run-1" in html and "docs-run-2" in html
+
+
+def test_gzip_landing_object_is_decompressed_by_ingest(lake: Lake) -> None:
+    key = put(lake, landing_key(ext="csv.gz"), native_csv_bytes(native_rows(2)), gzipped=True)
+    run_ingest(lake)
+    assert lake.read_bytes(key)[:2] == b"\x1f\x8b"  # landing stays as received
+    assert entry(lake, key).size == len(lake.read_bytes(key))
+    assert frames(lake).num_rows == 2
+    assert gzip.decompress(lake.read_bytes(key)) == native_csv_bytes(native_rows(2))
+
+
+def test_nothing_pending_is_an_empty_run(lake: Lake) -> None:
+    summary = run_ingest(lake)
+    assert (summary.objects, summary.rows_in, summary.data_docs) == (0, 0, None)
+    assert lake.list("") == []
