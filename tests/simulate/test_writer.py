@@ -197,3 +197,12 @@ def test_native_csv_keeps_sentinels_as_written_by_the_bms():
     table = pd.read_csv(io.BytesIO(native_csv_bytes(frames, np.arange(len(frames)))))
     assert set(table["V_3"][table["V_3"] > 5000]) == {65534, 65535}
     assert table["V_3"].dtype.kind == "i"
+
+
+def test_merge_by_vin_keeps_other_vehicles_and_replaces_the_same_ones():
+    from pipelines.simulate.writer import merge_by_vin
+
+    old = b"vin,cell\nAAA,1\nBBB,2\n"
+    new = b"vin,cell\nBBB,5\nCCC,3\n"
+    assert merge_by_vin(old, new) == b"vin,cell\nAAA,1\nBBB,5\nCCC,3\n"
+    assert merge_by_vin(None, new) == new
