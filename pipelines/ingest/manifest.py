@@ -75,12 +75,20 @@ def save_entry(lake: Lake, entry: ManifestEntry) -> None:
     lake.write_bytes(entry_key(entry.source_id), json.dumps(asdict(entry), indent=1, sort_keys=True).encode())
 
 
-def pending_objects(lake: Lake, manifest: dict[str, ManifestEntry], limit: int | None = None) -> list[ObjectInfo]:
-    """Landing objects that are new, or whose size or modification stamp differ from the manifest's record."""
+def waits_for_mapping(entry: ManifestEntry, mapped_sources: set[str]) -> bool:
+    """The object was rejected for want of a column mapping, and its source has one now."""
+    return entry.rejected_by_rule == {"no_mapping": 1} and entry.source in mapped_sources
+
+
+def pending_objects(lake: Lake, manifest: dict[str, ManifestEntry], limit: int | None = None,
+                    mapped_sources: set[str] = frozenset()) -> list[ObjectInfo]:
+    """Landing objects that are new, whose size or modification stamp differ from the manifest's record,
+    or that were rejected for want of a mapping their source now has."""
     pending = []
     for info in lake.list(LANDING_PREFIX):
         known = manifest.get(info.key)
-        if known is None or (known.size, known.mtime_ns) != (info.size, info.mtime_ns):
+        if (known is None or (known.size, known.mtime_ns) != (info.size, info.mtime_ns)
+                or waits_for_mapping(known, mapped_sources)):
             pending.append(info)
             if limit and len(pending) >= limit:
                 break

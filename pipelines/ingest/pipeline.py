@@ -23,6 +23,7 @@ from pipelines.ingest.manifest import (
     save_entry,
     sha256_of,
     source_id_for,
+    waits_for_mapping,
 )
 from pipelines.ingest.mapping import Mapping, load_mappings, source_of
 from pipelines.ingest.readers import RawBatch, UnreadableObject, read_object
@@ -234,13 +235,14 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
     latest = now + timedelta(hours=settings.max_clock_skew_hours)
     mappings = load_mappings(settings.mappings_dir)
     manifest = load_manifest(lake)
-    infos = pending_objects(lake, manifest, settings.ingest_max_objects)
+    infos = pending_objects(lake, manifest, settings.ingest_max_objects, set(mappings))
     if keys is not None:
         wanted = set(keys)
         infos = [i for i in infos if i.key in wanted]
     summary = IngestSummary(run_id)
     # Touched-only objects keep their frames, so dedup must still see them; only changed (or new) objects are replaced.
-    touched = {i.key for i in infos if i.key in manifest and sha256_of(lake.iter_chunks(i.key)) == manifest[i.key].sha256}
+    touched = {i.key for i in infos if i.key in manifest and not waits_for_mapping(manifest[i.key], set(mappings))
+               and sha256_of(lake.iter_chunks(i.key)) == manifest[i.key].sha256}
     lake_keys = LakeKeys(lake, {source_id_for(i.key) for i in infos if i.key not in touched})
     chunk: list[tuple[ObjectOutcome, ManifestEntry | None]] = []
     chunk_rows = 0
@@ -260,6 +262,8 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
             previous.size, previous.mtime_ns = info.size, info.mtime_ns
             save_entry(lake, previous)
             summary.unchanged += 1
+            if progress:
+                progress(0, 1)
             continue
         data = lake.read_bytes(info.key)
         sha256 = sha256_of([data])
@@ -280,4 +284,5 @@ def pending_landing_keys(lake: Lake | None = None, settings: Settings | None = N
     """Keys of landing objects ingest has not processed in their current version (what the sensor waits for)."""
     settings = settings or load_settings()
     lake = lake or Lake.from_settings(settings)
-    return [info.key for info in pending_objects(lake, load_manifest(lake), settings.ingest_max_objects)]
+    mapped_sources = set(load_mappings(settings.mappings_dir))
+    return [info.key for info in pending_objects(lake, load_manifest(lake), settings.ingest_max_objects, mapped_sources)]

@@ -151,3 +151,24 @@ def test_nothing_pending_is_an_empty_run(lake: Lake) -> None:
     summary = run_ingest(lake)
     assert (summary.objects, summary.rows_in, summary.data_docs) == (0, 0, None)
     assert lake.list("") == []
+
+
+def test_object_rejected_for_want_of_a_mapping_is_ingested_once_its_mapping_exists(lake: Lake, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    key = put(lake, landing_key(VIN_A, source="fleet_b"), native_csv_bytes(native_rows(3)))
+    first = run_ingest(lake)
+    assert (first.rejected_objects, entry(lake, key).rejected_by_rule) == (1, {"no_mapping": 1})
+    assert "no column mapping for source 'fleet_b'" in entry(lake, key).error
+    assert run_ingest(lake).objects == 0, "still no mapping: nothing to retry"
+
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    builtin = (Path(ingest_pipeline.__file__).parent / "mappings" / "simulator.yaml").read_text()
+    (mappings / "fleet_b.yaml").write_text(builtin.replace("name: simulator", "name: fleet_b"))
+    monkeypatch.setenv("CELLGUARD_MAPPINGS_DIR", str(mappings))
+
+    assert pending_landing_keys(lake) == [key]
+    second = run_ingest(lake)
+    assert (second.objects, second.accepted, second.rejected_objects) == (1, 3, 0)
+    assert entry(lake, key).status == "ingested"
+    assert not lake.exists(f"quarantine/rows/{source_id_for(key)}.parquet"), "the old rejection is replaced"
