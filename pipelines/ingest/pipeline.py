@@ -165,7 +165,7 @@ def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping 
         keys.add(dates[keep], vin[keep], ts_ms[keep])
         entry.dates = sorted(set(dates[keep].tolist()))
 
-    quarantine = rejections.to_table(raw, key, source_id, batch.data_line_offset, now)
+    quarantine = rejections.to_table(raw, key, source_id, batch.row_numbers, now)
     if line_records:
         quarantine = pa.concat_tables([pa.Table.from_pylist(line_records, QUARANTINE_SCHEMA), quarantine])
     entry.rows_in = batch.rows_in

@@ -8,6 +8,7 @@ import json
 import zlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
@@ -39,6 +40,13 @@ class RawBatch:
     file_format: str
     bad_lines: list[BadLine] = field(default_factory=list)
     data_line_offset: int = 1  # line number of the first data row minus one (1 for a CSV header)
+    line_numbers: np.ndarray | None = None  # each row's line in the file, where lines were set aside
+
+    def row_numbers(self, rows: np.ndarray) -> np.ndarray:
+        """The 1-based line (CSV, JSON lines) or row (Parquet) in the file of the given table rows."""
+        if self.line_numbers is not None:
+            return self.line_numbers[rows]
+        return rows + self.data_line_offset + 1
 
     @property
     def rows_in(self) -> int:
@@ -70,28 +78,42 @@ def _text(raw: bytes) -> str:
     return text if len(text) <= RAW_TEXT_LIMIT else f"{text[:RAW_TEXT_LIMIT]}… (truncated, {len(raw)} bytes in all)"
 
 
-def _split_invalid_utf8(data: bytes) -> tuple[bytes, list[BadLine]]:
-    """Drop lines that are not UTF-8 (keeping the rest), each as a bad line with its position."""
+def _split_invalid_utf8(data: bytes) -> tuple[bytes, list[BadLine], np.ndarray | None]:
+    """Drop lines that are not UTF-8 (keeping the rest), each as a bad line with its position.
+
+    Also returns, when lines were dropped, the original line number of every kept line.
+    """
     try:
         data.decode("utf-8")
-        return data, []
+        return data, [], None
     except UnicodeDecodeError:
         pass
-    kept, bad = [], []
+    kept, kept_numbers, bad = [], [], []
     for number, line in enumerate(data.split(b"\n"), start=1):
         try:
             line.decode("utf-8")
             kept.append(line)
+            kept_numbers.append(number)
         except UnicodeDecodeError as exc:
             bad.append(BadLine(number, f"line is not valid UTF-8 (byte {exc.start}: {line[exc.start:exc.start + 4]!r})", _text(line)))
     if bad and bad[0].line_number == 1:
         raise UnreadableObject(f"header line is not valid UTF-8: {bad[0].reason}")
-    return b"\n".join(kept), bad
+    return b"\n".join(kept), bad, np.array(kept_numbers)
+
+
+def _row_lines(data: bytes, skipped: set[int], first_data_line: int) -> np.ndarray:
+    """Line numbers (in `data`) of the rows a parser produced: non-blank lines from `first_data_line` on, minus `skipped`."""
+    return np.array([n for n, line in enumerate(data.split(b"\n"), start=1)
+                     if n >= first_data_line and n not in skipped and line.strip()], dtype=np.int64)
+
+
+def _original(numbers: np.ndarray, kept: np.ndarray | None) -> np.ndarray:
+    return kept[numbers - 1] if kept is not None else numbers
 
 
 def read_csv(data: bytes) -> RawBatch:
     """Parse CSV with a header; rows with the wrong number of fields or bad bytes are set aside."""
-    data, bad = _split_invalid_utf8(data)
+    data, bad, kept = _split_invalid_utf8(data)
     header = data.split(b"\n", 1)[0].decode("utf-8").strip()
     if not header:
         raise UnreadableObject("file has no header line")
@@ -121,31 +143,46 @@ def read_csv(data: bytes) -> RawBatch:
             table = pcsv.read_csv(io.BytesIO(data), read_options=read, parse_options=parse, convert_options=convert)
         except pa.ArrowInvalid as exc2:
             raise UnreadableObject(f"CSV parser: {exc2}") from exc2
-    return RawBatch(table, "csv", bad, data_line_offset=1)
+    parser_bad = bad[utf8_bad:]
+    if any(line.line_number == 0 for line in parser_bad):
+        # Threaded parsing does not report line numbers; this rare path reads again on one thread to get them.
+        del bad[utf8_bad:]
+        table = pcsv.read_csv(io.BytesIO(data), read_options=pcsv.ReadOptions(use_threads=False, block_size=len(data) + 1),
+                              parse_options=parse, convert_options=convert)
+        parser_bad = bad[utf8_bad:]
+    if not bad:
+        return RawBatch(table, "csv", bad, data_line_offset=1)
+    rows = _row_lines(data, {line.line_number for line in parser_bad}, first_data_line=2)
+    for line in parser_bad:
+        line.line_number = int(_original(np.array([line.line_number]), kept)[0])
+    return RawBatch(table, "csv", bad, data_line_offset=1, line_numbers=_original(rows, kept) if len(rows) == table.num_rows else None)
 
 
 def read_jsonl(data: bytes) -> RawBatch:
     """Parse JSON lines; lines that are not a JSON object are set aside with the parser's message."""
-    data, bad = _split_invalid_utf8(data)
+    data, bad, kept = _split_invalid_utf8(data)
     try:
         table = pjson.read_json(io.BytesIO(data), read_options=pjson.ReadOptions(block_size=max(1 << 20, len(data) + 1)))
-        return RawBatch(table, "jsonl", bad, data_line_offset=0)
+        rows = _row_lines(data, set(), first_data_line=1) if bad else None
+        return RawBatch(table, "jsonl", bad, data_line_offset=0, line_numbers=_original(rows, kept) if bad else None)
     except pa.ArrowInvalid:
         pass
     # Slow path, only for damaged files: find the bad lines one by one, keep the good ones.
-    rows = []
+    rows, numbers = [], []
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
+        original = int(_original(np.array([number]), kept)[0])
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            bad.append(BadLine(number, f"not valid JSON: {exc.msg} at column {exc.colno}", _text(line)))
+            bad.append(BadLine(original, f"not valid JSON: {exc.msg} at column {exc.colno}", _text(line)))
             continue
         if not isinstance(record, dict):
-            bad.append(BadLine(number, f"expected a JSON object, got {type(record).__name__}", _text(line)))
+            bad.append(BadLine(original, f"expected a JSON object, got {type(record).__name__}", _text(line)))
             continue
         rows.append(record)
+        numbers.append(original)
     columns: dict[str, pa.Array] = {}
     for name in dict.fromkeys(name for row in rows for name in row):
         values = [row.get(name) for row in rows]
@@ -155,7 +192,7 @@ def read_jsonl(data: bytes) -> RawBatch:
             # Mixed types in one column: keep each value's text and let the mapping judge it value by value.
             columns[name] = pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
     table = pa.table(columns) if columns else pa.table({})
-    return RawBatch(table, "jsonl", bad, data_line_offset=0)
+    return RawBatch(table, "jsonl", bad, data_line_offset=0, line_numbers=np.array(numbers, dtype=np.int64))
 
 
 def read_parquet(data: bytes) -> RawBatch:

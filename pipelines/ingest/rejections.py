@@ -61,7 +61,8 @@ class Rejections:
             counts[rule] = counts.get(rule, 0) + len(rows)
         return counts
 
-    def to_table(self, raw: pa.Table, source_key: str, source_id: str, row_offset: int, now: datetime) -> pa.Table:
+    def to_table(self, raw: pa.Table, source_key: str, source_id: str, row_numbers: Callable[[np.ndarray], np.ndarray],
+                 now: datetime) -> pa.Table:
         """Quarantine records: rule, column, value, reason and the raw row as JSON, in row order."""
         if not self._rows:
             return QUARANTINE_SCHEMA.empty_table()
@@ -78,7 +79,7 @@ class Rejections:
             {
                 "source_key": [source_key] * len(rows),
                 "source_id": [source_id] * len(rows),
-                "row_number": rows + row_offset + 1,
+                "row_number": row_numbers(rows),
                 "rule": rule.tolist(),
                 "column": column.tolist(),
                 "value": values.tolist(),

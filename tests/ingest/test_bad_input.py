@@ -26,6 +26,7 @@ from .builders import (
     native_parquet_bytes,
     native_row,
     native_rows,
+    put,
     quarantine_rows,
     run_ingest,
     utc,
@@ -233,3 +234,14 @@ def test_whole_corpus_in_one_run_reconciles(lake) -> None:
     assert summary.accepted == frames(lake).num_rows == 3  # the same three good frames, first copy wins
     assert summary.quarantined == sum(len(quarantine_rows(lake, e.key)) for e in summary.entries if e.rows_in)
     assert summary.touched_dates == [DAY]
+
+
+def test_quarantine_names_the_line_of_the_file_even_after_lines_were_set_aside(lake) -> None:
+    lines = native_csv_bytes(native_rows(5)).split(b"\n")  # header + 5 rows: file lines 1..6
+    lines[2] = b"\xff\xfe" + lines[2]
+    lines[4] = b"only,three,fields"
+    lines[5] = lines[5].replace(VIN_A.encode(), b"SHORTVIN")
+    key = put(lake, landing_key(), b"\n".join(lines))
+    run_ingest(lake)
+    found = sorted((r["row_number"], r["rule"]) for r in quarantine_rows(lake, key))
+    assert found == [(3, "unparseable_line"), (5, "unparseable_line"), (6, "vin_format")]

@@ -31,7 +31,7 @@ def check(rows: list[dict]) -> list[tuple[int, str, str, str, str]]:
     table = pa.Table.from_pylist(rows, schema=FRAME_SCHEMA)
     rejections = Rejections(table.num_rows)
     check_frames(table, rejections, EARLIEST, LATEST)
-    quarantine = rejections.to_table(table, "k", "sid", -1, LATEST)
+    quarantine = rejections.to_table(table, "k", "sid", lambda rows: rows, LATEST)
     return [(r["row_number"], r["rule"], r["column"], r["value"], r["reason"]) for r in quarantine.to_pylist()]
 
 

@@ -163,7 +163,7 @@ def test_conversion_rejections_name_column_and_value() -> None:
         native_row(ts=None),
     ]
     batch, rejections = mapped("a.csv", native_csv_bytes(rows), "simulator")
-    table = rejections.to_table(read_object("a.csv", native_csv_bytes(rows)).table, "k", "sid", 1, utc("2026-02-01T00:00:00Z"))
+    table = rejections.to_table(read_object("a.csv", native_csv_bytes(rows)).table, "k", "sid", lambda rows: rows + 2, utc("2026-02-01T00:00:00Z"))
     got = [(r["row_number"], r["rule"], r["column"], r["value"], r["reason"]) for r in table.to_pylist()]
     assert got == [
         (2, "number_format", "soc_pct", "lots", "soc_pct = 'lots' is not a number"),

@@ -138,8 +138,9 @@ def test_mappings_dir_setting_drives_ingest(lake, tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("CELLGUARD_MAPPINGS_DIR", str(tmp_path / "mappings"))
     key = put(lake, landing_key(VIN_A, source="fleet_b"), data)
     summary = run_ingest(lake)
-    assert (summary.objects, summary.accepted) == (1, 2)
-    assert entry(lake, key).mapping == "fleet_b"
+    # The early object is retried now that its source has a mapping; the second carries the same frames.
+    assert (summary.objects, summary.accepted, summary.duplicates) == (2, 2, 2)
+    assert entry(lake, key).mapping == "fleet_b" and entry(lake, early).mapping == "fleet_b"
     rows = frames(lake).to_pylist()
     assert [r["vin"] for r in rows] == [VIN_A, VIN_A]  # trimmed and upper-cased
     assert [r["ts"] for r in rows] == [utc("2026-01-05T00:00:00Z"), utc("2026-01-05T00:00:10Z")]
