@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -35,7 +39,8 @@ log = logging.getLogger(__name__)
 
 QUARANTINE_PREFIX = "quarantine"
 DATA_DOCS_PREFIX = "reports/data_docs"
-CHUNK_FRAMES = 2_000_000  # validate and write in chunks of about this many frames, to bound memory
+CHUNK_FRAMES = 2_000_000
+WORKERS = min(4, os.cpu_count() or 1)  # Arrow, DuckDB and numpy release the GIL: threads use every core  # validate and write in chunks of about this many frames, to bound memory
 
 
 class ContractViolation(RuntimeError):
@@ -108,8 +113,11 @@ def _bad_line_records(batch: RawBatch, key: str, source_id: str, now: datetime) 
 
 
 def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping | None, known_mappings: list[str],
-                   keys: LakeKeys, earliest: datetime, latest: datetime, now: datetime, run_id: str) -> ObjectOutcome:
-    """Everything ingest decides about one object, without writing anything."""
+                   earliest: datetime, latest: datetime, now: datetime, run_id: str) -> ObjectOutcome:
+    """Everything ingest decides about one object on its own, without writing anything (runs in parallel).
+
+    Duplicates against other objects are settled afterwards, in key order, by `deduplicate`.
+    """
     key, source_id = info.key, source_id_for(info.key)
     entry = ManifestEntry(key=key, source_id=source_id, source=source_of(key), size=info.size, mtime_ns=info.mtime_ns,
                           sha256=sha256, status="rejected", mapping=mapping.name if mapping else None,
@@ -152,33 +160,37 @@ def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping 
         entry.warnings += mapped.warnings
         check_frames(frames, rejections, earliest, latest)
 
-    accepted = pa.table({}) if frames is None else frames.filter(pa.array(~rejections.rejected))
-    duplicates = 0
-    if frames is not None and accepted.num_rows:
+    accepted = None if frames is None else frames.filter(pa.array(~rejections.rejected))
+    quarantine = rejections.to_table(raw, key, source_id, batch.row_numbers, now)
+    if line_records:
+        quarantine = pa.concat_tables([pa.Table.from_pylist(line_records, QUARANTINE_SCHEMA), quarantine])
+    entry.rows_in = batch.rows_in
+    entry.accepted = accepted.num_rows if accepted is not None else 0
+    entry.quarantined = rejections.count + len(batch.bad_lines)
+    entry.rejected_by_rule = rejections.by_rule()
+    if batch.bad_lines:
+        entry.rejected_by_rule["unparseable_line"] = len(batch.bad_lines)
+    return ObjectOutcome(entry, accepted if entry.accepted else None, quarantine)
+
+
+def deduplicate(outcome: ObjectOutcome, keys: LakeKeys) -> None:
+    """Drop frames already in the file, the lake or an earlier object of this run; settle counts and status."""
+    entry, accepted = outcome.entry, outcome.frames
+    if accepted is not None:
         vin = accepted["vin"].to_numpy(zero_copy_only=False)
         ts_ms = accepted["ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)
         dates = utc_dates(accepted["ts"])
         dup = duplicates_within(vin, ts_ms, np.ones(len(vin), dtype=bool)) | keys.seen(dates, vin, ts_ms)
         keep = ~dup
-        duplicates = int(dup.sum())
-        accepted = accepted.filter(pa.array(keep)).sort_by([("vin", "ascending"), ("ts", "ascending")])
+        entry.duplicates = int(dup.sum())
+        entry.accepted = int(keep.sum())
+        outcome.frames = accepted.filter(pa.array(keep)).sort_by([("vin", "ascending"), ("ts", "ascending")]) if entry.accepted else None
         keys.add(dates[keep], vin[keep], ts_ms[keep])
         entry.dates = sorted(set(dates[keep].tolist()))
-
-    quarantine = rejections.to_table(raw, key, source_id, batch.row_numbers, now)
-    if line_records:
-        quarantine = pa.concat_tables([pa.Table.from_pylist(line_records, QUARANTINE_SCHEMA), quarantine])
-    entry.rows_in = batch.rows_in
-    entry.accepted = accepted.num_rows
-    entry.quarantined = rejections.count + len(batch.bad_lines)
-    entry.duplicates = duplicates
-    entry.rejected_by_rule = rejections.by_rule()
-    if batch.bad_lines:
-        entry.rejected_by_rule["unparseable_line"] = len(batch.bad_lines)
-    entry.status = _status(entry)
-    if entry.status == "rejected" and quarantine.num_rows:
-        entry.error = quarantine["reason"][0].as_py()
-    return ObjectOutcome(entry, accepted if accepted.num_rows else None, quarantine)
+    if entry.error is None or entry.rows_in:
+        entry.status = _status(entry)
+    if entry.status == "rejected" and entry.error is None and outcome.quarantine.num_rows:
+        entry.error = outcome.quarantine["reason"][0].as_py()
 
 
 def _write_outcome(lake: Lake, outcome: ObjectOutcome, previous: ManifestEntry | None) -> None:
@@ -247,37 +259,57 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
     chunk: list[tuple[ObjectOutcome, ManifestEntry | None]] = []
     chunk_rows = 0
 
-    def flush() -> None:
-        nonlocal chunk, chunk_rows
-        docs = _validate_chunk(lake, [o for o, _ in chunk], run_id, earliest, latest, settings)
-        summary.data_docs = docs or summary.data_docs
-        for outcome, previous in chunk:
-            _write_outcome(lake, outcome, previous)
-            summary.add(outcome.entry)
-        chunk, chunk_rows = [], 0
-
-    for info in infos:
-        previous = manifest.get(info.key)
-        if previous and info.key in touched:  # touched, not changed: note the new stamp, keep the result
-            previous.size, previous.mtime_ns = info.size, info.mtime_ns
-            save_entry(lake, previous)
-            summary.unchanged += 1
-            if progress:
-                progress(0, 1)
-            continue
+    def prepare(info: ObjectInfo) -> ObjectOutcome | None:
+        if info.key in touched:
+            return None
         data = lake.read_bytes(info.key)
-        sha256 = sha256_of([data])
-        outcome = process_object(info, data, sha256, mappings.get(source_of(info.key)), sorted(mappings), lake_keys,
-                                 earliest, latest, now, run_id)
-        chunk.append((outcome, previous))
-        chunk_rows += outcome.entry.rows_in
-        if progress:
-            progress(outcome.entry.rows_in, 1)
-        if chunk_rows >= CHUNK_FRAMES:
+        return process_object(info, data, sha256_of([data]), mappings.get(source_of(info.key)), sorted(mappings),
+                              earliest, latest, now, run_id)
+
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ingest") as pool:
+
+        def flush() -> None:
+            nonlocal chunk, chunk_rows
+            docs = _validate_chunk(lake, [o for o, _ in chunk], run_id, earliest, latest, settings)
+            summary.data_docs = docs or summary.data_docs
+            list(pool.map(lambda pair: _write_outcome(lake, *pair), chunk))
+            for outcome, _ in chunk:
+                summary.add(outcome.entry)
+            chunk, chunk_rows = [], 0
+
+        # Objects are read, mapped and checked in parallel, a few ahead; dedup and writes follow in key order.
+        for info, outcome in zip(infos, _ordered(pool, prepare, infos, ahead=2 * WORKERS), strict=True):
+            previous = manifest.get(info.key)
+            if outcome is None:  # touched, not changed: note the new stamp, keep the result
+                previous.size, previous.mtime_ns = info.size, info.mtime_ns
+                save_entry(lake, previous)
+                summary.unchanged += 1
+                if progress:
+                    progress(0, 1)
+                continue
+            deduplicate(outcome, lake_keys)
+            chunk.append((outcome, previous))
+            chunk_rows += outcome.entry.rows_in
+            if progress:
+                progress(outcome.entry.rows_in, 1)
+            if chunk_rows >= CHUNK_FRAMES:
+                flush()
+        if chunk:
             flush()
-    if chunk:
-        flush()
     return summary
+
+
+def _ordered(pool: ThreadPoolExecutor, work: Callable, items: list, ahead: int) -> Iterator:
+    """work(item) for each item, in order, with at most `ahead` items in flight (bounded memory)."""
+    window: deque[Future] = deque()
+    items_iter = iter(items)
+    for item in itertools.islice(items_iter, ahead):
+        window.append(pool.submit(work, item))
+    while window:
+        result = window.popleft().result()
+        for item in itertools.islice(items_iter, 1):
+            window.append(pool.submit(work, item))
+        yield result
 
 
 def pending_landing_keys(lake: Lake | None = None, settings: Settings | None = None) -> list[str]:
