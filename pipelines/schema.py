@@ -40,3 +40,29 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("quarantined_at", pa.timestamp("ms", tz="UTC")),
     ]
 )
+
+# One record per landing object (pipelines.ingest.manifest.ManifestEntry), as the catalog reads it.
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string()),
+        pa.field("source_id", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field("mtime_ns", pa.int64()),
+        pa.field("sha256", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("mapping", pa.string()),
+        pa.field("file_format", pa.string()),
+        pa.field("rows_in", pa.int64()),
+        pa.field("accepted", pa.int64()),
+        pa.field("quarantined", pa.int64()),
+        pa.field("duplicates", pa.int64()),
+        pa.field("sentinels", pa.map_(pa.string(), pa.int64())),
+        pa.field("rejected_by_rule", pa.map_(pa.string(), pa.int64())),
+        pa.field("dates", pa.list_(pa.string())),
+        pa.field("warnings", pa.list_(pa.string())),
+        pa.field("error", pa.string()),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+        pa.field("run_id", pa.string()),
+    ]
+)

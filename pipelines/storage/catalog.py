@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
+from pipelines.schema import MANIFEST_SCHEMA
 from pipelines.storage.lake import Lake
 
 # view name -> (lake prefix, glob below it, reader). Views over an empty zone are defined on an empty schema.
@@ -23,13 +25,26 @@ EMPTY_DEFINITIONS = {
 }
 
 
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    """DuckDB's name for the few Arrow types the manifest uses."""
+    if pa.types.is_map(arrow_type):
+        return f"MAP(VARCHAR, {_duckdb_type(arrow_type.item_type)})"
+    if pa.types.is_list(arrow_type):
+        return f"{_duckdb_type(arrow_type.value_type)}[]"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ"
+    return {pa.string(): "VARCHAR", pa.int64(): "BIGINT"}[arrow_type]
+
+
 def _view_sql(lake: Lake, name: str) -> str:
     prefix, pattern, reader = VIEWS[name]
     if not lake.list(prefix):
         return EMPTY_DEFINITIONS[name]
     location = f"{lake.path(prefix)}/{pattern}" if lake.is_local else f"{lake.url(prefix)}/{pattern}"
     if reader == "json":
-        return f"select * from read_json('{location}', format='auto', union_by_name=true)"
+        # An explicit schema: inferring one over thousands of small JSON files exhausts DuckDB's memory.
+        columns = ", ".join(f"'{f.name}': '{_duckdb_type(f.type)}'" for f in MANIFEST_SCHEMA)
+        return f"select * from read_json('{location}', format='unstructured', columns={{{columns}}})"
     partitioning = ", hive_partitioning=true" if "dt=" in pattern else ""
     return f"select * from read_parquet('{location}', union_by_name=true{partitioning})"
 

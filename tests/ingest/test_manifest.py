@@ -184,3 +184,12 @@ def test_keys_argument_ingests_only_those(lake) -> None:
     b = put_native_csv(lake, native_rows(1, VIN_B))
     assert [e.key for e in run_ingest(lake, keys=[b]).entries] == [b]
     assert pending_landing_keys(lake) == [a]
+
+
+def test_manifest_schema_names_every_field_of_the_record() -> None:
+    from dataclasses import fields
+
+    from pipelines.ingest.manifest import ManifestEntry
+    from pipelines.schema import MANIFEST_SCHEMA
+
+    assert MANIFEST_SCHEMA.names == [f.name for f in fields(ManifestEntry)]
