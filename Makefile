@@ -35,7 +35,7 @@ airflow-db: setup
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -30 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 
 demo: setup airflow-db
-	$(BIN)/cellguard simulate --vehicles $(DEMO_VEHICLES) --days $(DEMO_DAYS) --format mixed
+	$(BIN)/cellguard simulate --vehicles $(DEMO_VEHICLES) --days $(DEMO_DAYS) --format mixed --damaged
 	$(BIN)/cellguard simulate --vehicles 3 --days 3 --shape wide_export --seed 7
 	@echo "== running bms_ingest through Airflow (airflow dags test) =="
 	$(BIN)/airflow dags test bms_ingest > $(CELLGUARD_HOME)/bms_ingest.log 2>&1 || (tail -60 $(CELLGUARD_HOME)/bms_ingest.log; exit 1)

@@ -15,6 +15,7 @@ from pipelines.config import load_settings, settings_table_markdown
 
 def _simulate(args: argparse.Namespace) -> int:
     from pipelines.simulate import SimulationParams, simulate_fleet
+    from pipelines.simulate.damage import damage_uploads
     from pipelines.storage.lake import Lake
 
     params = SimulationParams(vehicles=args.vehicles, days=args.days, start_date=args.start_date, interval_s=args.interval_s,
@@ -25,10 +26,14 @@ def _simulate(args: argparse.Namespace) -> int:
     with tqdm(total=params.vehicles, unit="vehicle", desc="simulate", file=sys.stderr) as bar:
         summary = simulate_fleet(params, lake, progress=bar.update)
     seconds = time.perf_counter() - started
+    damaged = damage_uploads(lake, summary.landing_keys, seed=args.seed) if args.damaged else []
     print(f"simulated {summary.vehicles} vehicles × {summary.days} days: {summary.frames:,} frames "
           f"({summary.frames / seconds:,.0f} frames/s) in {summary.files:,} landing files")
     print(f"  faulty vehicles: {summary.faulty_vehicles}, frames with the consistency alarm (bit 10): {summary.alarm_frames:,}, "
           f"retransmitted duplicates: {summary.duplicates_written:,}")
+    if damaged:
+        print(f"  damaged re-uploads (for the quarantine to catch): {len(damaged)}: "
+              + ", ".join(k.rsplit("-", 1)[1] for k in damaged))
     print(f"  landing:      {lake.url('landing')}")
     print(f"  ground truth: {lake.url(summary.ground_truth_key)}")
     return 0
@@ -146,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--gzip", action="store_true", help="gzip JSON lines and CSV files")
     sim.add_argument("--shape", choices=["native", "wide_export"], default="native",
                      help="native simulator files, or a telematics platform's wide CSV export")
+    sim.add_argument("--damaged", action="store_true",
+                     help="also write a few damaged re-uploads (bad values, bad bytes, truncated gzip) to see the quarantine work")
     sim.set_defaults(func=_simulate)
 
     ing = commands.add_parser("ingest", help="ingest pending landing objects into frames/ and quarantine/")
