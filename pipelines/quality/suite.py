@@ -81,12 +81,12 @@ def build_frame_suite(name: str = SUITE_NAME) -> ExpectationSuite:
 
     schema = metrics_schema()
     columns = set(schema.names)
-    suite = gx.ExpectationSuite(name=name, meta={"contract": "frame", "source": "pipelines/quality/rules.py"})
+    expectations: list[Any] = []
 
     def add(expectation: Any, rule: str, meaning: str) -> None:
         expectation.meta = {"rule": rule}
         expectation.notes = meaning
-        suite.add_expectation(expectation)
+        expectations.append(expectation)
 
     # Existence only: types are the Arrow schema's contract, and pandas dtypes no longer carry them
     # (an int8 column with a null arrives as float64).
@@ -135,7 +135,9 @@ def build_frame_suite(name: str = SUITE_NAME) -> ExpectationSuite:
         "unique_vin_ts",
         "one frame per vehicle and sample time",
     )
-    return suite
+    # Given to the constructor, not added one by one: add_expectation needs an active data context.
+    meta = {"contract": "frame", "source": "pipelines/quality/rules.py"}
+    return gx.ExpectationSuite(name=name, expectations=expectations, meta=meta)
 
 
 def _presence_is_checked(column: str) -> bool:
