@@ -17,8 +17,8 @@ def _numpy(table: pa.Table, column: str) -> np.ndarray:
     return table[column].to_numpy(zero_copy_only=False)
 
 
-def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, latest: datetime) -> None:
-    """Reject rows that break a contract rule; each keeps the first rule it broke."""
+def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, latest: datetime) -> pa.Table:
+    """Reject rows that break a contract rule; each keeps the first rule it broke. Returns the frame metrics."""
     vin = _numpy(frames, "vin")
     vin_ok = pc.fill_null(pc.match_substring_regex(frames["vin"], VIN_PATTERN), False).to_numpy(zero_copy_only=False)
     rejections.add(~vin_ok, "vin_format", "vin", vin,
@@ -57,6 +57,7 @@ def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, l
         rejections.add(bad, rule.name, rule.column, values, f"{rule.column} = {{value}} is not one of {rule.allowed} ({rule.meaning})")
 
     _check_cell_count_stable(vin, _numpy(metrics, "cell_count"), rejections)
+    return metrics
 
 
 def _check_cell_count_stable(vin: np.ndarray, cell_count: np.ndarray, rejections: Rejections) -> None:

@@ -52,9 +52,10 @@ class ObjectOutcome:
     """One processed object, held in memory until its chunk is validated and written."""
 
     entry: ManifestEntry
-    frames: pa.Table
+    frames: pa.Table | None
     quarantine: pa.Table
     original: bytes | None = None  # kept for an unreadable object, copied into quarantine
+    metrics: pa.Table | None = None  # frame_metrics of `frames`, row for row, for Great Expectations
 
 
 @dataclass
@@ -158,9 +159,10 @@ def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping 
         mapped = apply_mapping(raw, mapping, key, rejections)
         entry.sentinels, frames = mapped.sentinels, mapped.frames
         entry.warnings += mapped.warnings
-        check_frames(frames, rejections, earliest, latest)
+        metrics = check_frames(frames, rejections, earliest, latest)
 
-    accepted = None if frames is None else frames.filter(pa.array(~rejections.rejected))
+    keep = pa.array(~rejections.rejected)
+    accepted = None if frames is None else frames.filter(keep)
     quarantine = rejections.to_table(raw, key, source_id, batch.row_numbers, now)
     if line_records:
         quarantine = pa.concat_tables([pa.Table.from_pylist(line_records, QUARANTINE_SCHEMA), quarantine])
@@ -170,7 +172,9 @@ def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping 
     entry.rejected_by_rule = rejections.by_rule()
     if batch.bad_lines:
         entry.rejected_by_rule["unparseable_line"] = len(batch.bad_lines)
-    return ObjectOutcome(entry, accepted if entry.accepted else None, quarantine)
+    if not entry.accepted:
+        return ObjectOutcome(entry, None, quarantine)
+    return ObjectOutcome(entry, accepted, quarantine, metrics=metrics.filter(keep))
 
 
 def deduplicate(outcome: ObjectOutcome, keys: LakeKeys) -> None:
@@ -185,6 +189,7 @@ def deduplicate(outcome: ObjectOutcome, keys: LakeKeys) -> None:
         entry.duplicates = int(dup.sum())
         entry.accepted = int(keep.sum())
         outcome.frames = accepted.filter(pa.array(keep)).sort_by([("vin", "ascending"), ("ts", "ascending")]) if entry.accepted else None
+        outcome.metrics = outcome.metrics.filter(pa.array(keep)) if entry.accepted else None
         keys.add(dates[keep], vin[keep], ts_ms[keep])
         entry.dates = sorted(set(dates[keep].tolist()))
     if entry.error is None or entry.rows_in:
@@ -223,10 +228,11 @@ def _validate_chunk(lake: Lake, outcomes: list[ObjectOutcome], run_id: str, earl
     tables = [o.frames for o in outcomes if o.frames is not None]
     if not tables:
         return None
+    metrics = pa.concat_tables([o.metrics for o in outcomes if o.frames is not None])
     docs_dir = None
     if settings.data_docs and lake.is_local:
         docs_dir = Path(lake.path(DATA_DOCS_PREFIX))
-    report = validate_frames(pa.concat_tables(tables), f"ingest {run_id}", docs_dir, earliest, latest)
+    report = validate_frames(pa.concat_tables(tables), f"ingest {run_id}", docs_dir, earliest, latest, metrics=metrics)
     if not report.success:
         raise ContractViolation(f"Great Expectations rejected frames the row rules accepted (nothing written): {report.failures}")
     return str(report.docs_index) if report.docs_index else None

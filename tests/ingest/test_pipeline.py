@@ -111,7 +111,10 @@ def test_earliest_ts_setting(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_great_expectations_stops_frames_the_row_rules_missed(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
     """If a row rule regresses, GE still sees the broken frame and nothing at all is written."""
-    monkeypatch.setattr(ingest_pipeline, "check_frames", lambda *args, **kwargs: None)
+    from pipelines.quality.rules import frame_metrics
+
+    # The row rules "regress" to checking nothing (they still hand GE the metrics they computed).
+    monkeypatch.setattr(ingest_pipeline, "check_frames", lambda frames, *args, **kwargs: frame_metrics(frames))
     key = put(lake, landing_key(), native_csv_bytes(native_rows(2) + [native_row(ts=f"{DAY}T00:01:00Z", soc_pct=150.0)]))
     with pytest.raises(ingest_pipeline.ContractViolation) as error:
         ingest_pending(lake=lake, now=NOW)
