@@ -26,8 +26,25 @@ def partition_key(date: str, source_id: str) -> str:
     return f"{FRAMES_PREFIX}/dt={date}/{source_id}.parquet"
 
 
+def _one_vin(vin: np.ndarray) -> bool:
+    """The usual upload holds one vehicle: then (vin, ts) keys reduce to timestamps, without pandas."""
+    return len(vin) > 0 and bool((vin == vin[0]).all())
+
+
+def _groups(dates: np.ndarray, vin: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+    """(date, vin, row indexes) for each date and vehicle among the rows."""
+    if _one_vin(vin):
+        return [(date, vin[0], np.flatnonzero(dates == date)) for date in np.unique(dates)]
+    frame = pd.DataFrame({"date": dates, "vin": vin})
+    return [(date, one_vin, rows.to_numpy()) for (date, one_vin), rows in frame.groupby(["date", "vin"], sort=False).groups.items()]
+
+
 def duplicates_within(vin: np.ndarray, ts_ms: np.ndarray, alive: np.ndarray) -> np.ndarray:
     """Rows (among `alive`) whose (vin, ts) appeared in an earlier alive row of the same batch."""
+    if alive.all() and _one_vin(vin):
+        first = np.zeros(len(ts_ms), dtype=bool)
+        first[np.unique(ts_ms, return_index=True)[1]] = True
+        return ~first
     frame = pd.DataFrame({"vin": vin, "ts": ts_ms})
     dup = frame.duplicated(keep="first").to_numpy() if alive.all() else np.zeros(len(vin), dtype=bool)
     if not alive.all():
@@ -64,18 +81,16 @@ class LakeKeys:
     def seen(self, dates: np.ndarray, vin: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:
         """Which rows are already in the lake (or were accepted earlier in this run)."""
         hit = np.zeros(len(vin), dtype=bool)
-        frame = pd.DataFrame({"date": dates, "vin": vin, "ts": ts_ms})
-        for (date, one_vin), group in frame.groupby(["date", "vin"], sort=False):
+        for date, one_vin, rows in _groups(dates, vin):
             known = self._load(date).get(one_vin)
             if known is not None:
-                hit[group.index.to_numpy()] = np.isin(group["ts"].to_numpy(), known, assume_unique=False)
+                hit[rows] = np.isin(ts_ms[rows], known)
         return hit
 
     def add(self, dates: np.ndarray, vin: np.ndarray, ts_ms: np.ndarray) -> None:
         """Remember rows accepted in this run."""
-        frame = pd.DataFrame({"date": dates, "vin": vin, "ts": ts_ms})
-        for (date, one_vin), group in frame.groupby(["date", "vin"], sort=False):
+        for date, one_vin, rows in _groups(dates, vin):
             partition = self._load(date)
             known = partition.get(one_vin)
-            new = group["ts"].to_numpy()
+            new = ts_ms[rows]
             partition[one_vin] = np.union1d(known, new) if known is not None else np.unique(new)

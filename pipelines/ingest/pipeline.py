@@ -186,16 +186,28 @@ def deduplicate(outcome: ObjectOutcome, keys: LakeKeys) -> None:
         dates = utc_dates(accepted["ts"])
         dup = duplicates_within(vin, ts_ms, np.ones(len(vin), dtype=bool)) | keys.seen(dates, vin, ts_ms)
         keep = ~dup
-        entry.duplicates = int(dup.sum())
-        entry.accepted = int(keep.sum())
-        outcome.frames = accepted.filter(pa.array(keep)).sort_by([("vin", "ascending"), ("ts", "ascending")]) if entry.accepted else None
-        outcome.metrics = outcome.metrics.filter(pa.array(keep)) if entry.accepted else None
-        keys.add(dates[keep], vin[keep], ts_ms[keep])
-        entry.dates = sorted(set(dates[keep].tolist()))
+        vin, ts_ms, dates = vin[keep], ts_ms[keep], dates[keep]
+        keys.add(dates, vin, ts_ms)
+        entry.duplicates, entry.accepted = int(dup.sum()), int(keep.sum())
+        entry.dates = sorted(set(dates.tolist()))
+        if not entry.accepted:
+            outcome.frames = outcome.metrics = None
+        else:
+            if not keep.all():
+                accepted, outcome.metrics = accepted.filter(pa.array(keep)), outcome.metrics.filter(pa.array(keep))
+            # Files are written in (vin, ts) order; most uploads already are, and sorting list columns is costly.
+            outcome.frames = accepted if _in_key_order(vin, ts_ms) else accepted.sort_by([("vin", "ascending"), ("ts", "ascending")])
     if entry.error is None or entry.rows_in:
         entry.status = _status(entry)
     if entry.status == "rejected" and entry.error is None and outcome.quarantine.num_rows:
         entry.error = outcome.quarantine["reason"][0].as_py()
+
+
+def _in_key_order(vin: np.ndarray, ts_ms: np.ndarray) -> bool:
+    if len(ts_ms) < 2:
+        return True
+    same_vin = vin[1:] == vin[:-1]
+    return bool(((vin[1:] > vin[:-1]) | (same_vin & (ts_ms[1:] >= ts_ms[:-1]))).all())
 
 
 def _write_outcome(lake: Lake, outcome: ObjectOutcome, previous: ManifestEntry | None) -> None:
