@@ -17,7 +17,8 @@ def _numpy(table: pa.Table, column: str) -> np.ndarray:
     return table[column].to_numpy(zero_copy_only=False)
 
 
-def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, latest: datetime) -> pa.Table:
+def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, latest: datetime,
+                 list_metrics: dict | None = None) -> pa.Table:
     """Reject rows that break a contract rule; each keeps the first rule it broke. Returns the frame metrics."""
     vin = _numpy(frames, "vin")
     vin_ok = pc.fill_null(pc.match_substring_regex(frames["vin"], VIN_PATTERN), False).to_numpy(zero_copy_only=False)
@@ -42,7 +43,7 @@ def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, l
         missing = pc.is_null(frames[column]).to_numpy(zero_copy_only=False)
         rejections.add(missing, "required", column, [""] * frames.num_rows, f"{column} is required but empty")
 
-    metrics = frame_metrics(frames)
+    metrics = frame_metrics(frames, list_metrics)
     no_cells = _numpy(metrics, "cell_valid_count") == 0
     rejections.add(no_cells, "cells_missing", "cell_mv", [""] * frames.num_rows,
                    "frame carries no valid cell voltage")

@@ -29,6 +29,29 @@ class MappedBatch:
     frames: pa.Table
     sentinels: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    list_metrics: dict[str, np.ndarray] = field(default_factory=dict)  # METRIC_COLUMNS of the list columns
+
+
+def list_item_metrics(values: np.ndarray, null: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per row: item count, valid item count, min and max of valid items (NaN where none), from flat items.
+
+    Same figures as `quality.rules.frame_metrics` computes from the finished frames (a test holds them
+    equal), taken here from the numpy arrays the conversion already has: several times cheaper.
+    """
+    n = len(lengths)
+    valid_count = np.zeros(n, dtype=np.int64)
+    low, high = np.full(n, np.nan), np.full(n, np.nan)
+    if len(values):
+        starts = np.minimum(np.concatenate(([0], np.cumsum(lengths)[:-1])), len(values) - 1)
+        masked = np.where(null, np.nan, values)
+        valid_count = np.add.reduceat(~null, starts).astype(np.int64)
+        with np.errstate(invalid="ignore"):
+            low, high = np.fmin.reduceat(masked, starts), np.fmax.reduceat(masked, starts)
+        empty = lengths == 0
+        valid_count[empty] = 0
+        low[empty | (valid_count == 0)] = np.nan
+        high[empty | (valid_count == 0)] = np.nan
+    return lengths.astype(np.int64), valid_count, low, high
 
 
 def to_float(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -197,7 +220,7 @@ def _rows_with(flags: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections, sentinels: dict[str, int],
-             warnings: list[str]) -> pa.Array:
+             warnings: list[str], metrics: dict[str, np.ndarray]) -> pa.Array:
     """cell_mv (mV) or probe_temp_c (°C) as a list column, from a list column or wide columns."""
     spec = mapping.cells if name == "cell_mv" else mapping.probes
     names = raw.column_names
@@ -210,6 +233,7 @@ def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections,
         source = f"{spec.wide_prefix}n"
     else:
         return pa.nulls(raw.num_rows, FRAME_SCHEMA.field(name).type)
+    unit_suffix = {"cell_mv": "mv", "probe_temp_c": "c"}
     item = lambda flags: _rows_with(flags, lengths)  # noqa: E731
     for flags, rule, text in (
         (unparseable, "number_format", "is not a number"),
@@ -245,6 +269,10 @@ def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections,
         shown = [f"{source}[{first[i] + 1}] = {values[starts[i] + first[i]]:g} {unit}" if rows[i] else "" for i in range(len(rows))]
         rejections.add(rows, rule, name, shown, f"{{value}} is outside {low:g}…{high:g} {unit}")
     null |= outside
+    prefix = "cell" if name == "cell_mv" else "probe"
+    count, valid_count, low_seen, high_seen = list_item_metrics(values, null, lengths)
+    metrics.update({f"{prefix}_count": count, f"{prefix}_valid_count": valid_count,
+                    f"{prefix}_min_{unit_suffix[name]}": low_seen, f"{prefix}_max_{unit_suffix[name]}": high_seen})
     item_type = FRAME_SCHEMA.field(name).type.value_type
     flat = pa.array(np.where(null, 0, values).astype(item_type.to_pandas_dtype()), item_type, mask=null)
     offsets = pa.array(np.concatenate(([0], np.cumsum(lengths))).astype(np.int32))
@@ -266,12 +294,13 @@ def apply_mapping(raw: pa.Table, mapping: Mapping, key: str, rejections: Rejecti
     sentinels: dict[str, int] = {}
     warnings: list[str] = []
     absent: list[str] = []
+    list_metrics: dict[str, np.ndarray] = {}
     columns: dict[str, pa.Array] = {"vin": map_vin(raw, mapping, key, rejections), "ts": map_timestamps(raw, mapping, rejections)}
     for name in FRAME_SCHEMA.names:
         if name in columns:
             continue
         if name in ("cell_mv", "probe_temp_c"):
-            columns[name] = map_list(raw, name, mapping, rejections, sentinels, warnings)
+            columns[name] = map_list(raw, name, mapping, rejections, sentinels, warnings, list_metrics)
         elif name in mapping.fields and mapping.fields[name].column in raw.column_names:
             columns[name] = map_scalar(raw, name, mapping, rejections, sentinels)
         else:
@@ -280,4 +309,4 @@ def apply_mapping(raw: pa.Table, mapping: Mapping, key: str, rejections: Rejecti
                 absent.append(mapping.fields[name].column)
     if absent:
         warnings.append(f"optional columns not in file, left empty: {', '.join(absent)}")
-    return MappedBatch(pa.table(columns, schema=FRAME_SCHEMA), sentinels, warnings)
+    return MappedBatch(pa.table(columns, schema=FRAME_SCHEMA), sentinels, warnings, list_metrics)

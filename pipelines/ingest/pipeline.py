@@ -159,7 +159,7 @@ def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping 
         mapped = apply_mapping(raw, mapping, key, rejections)
         entry.sentinels, frames = mapped.sentinels, mapped.frames
         entry.warnings += mapped.warnings
-        metrics = check_frames(frames, rejections, earliest, latest)
+        metrics = check_frames(frames, rejections, earliest, latest, mapped.list_metrics)
 
     keep = pa.array(~rejections.rejected)
     accepted = None if frames is None else frames.filter(keep)

@@ -66,8 +66,18 @@ def _duckdb():
     return duckdb.connect()
 
 
-def frame_metrics(frames: pa.Table) -> pa.Table:
-    """vin, ts and the scalar columns of frames plus the derived per-frame metrics, for checks and GE."""
+def frame_metrics(frames: pa.Table, known: dict | None = None) -> pa.Table:
+    """vin, ts and the scalar columns of frames plus the derived per-frame metrics, for checks and GE.
+
+    `known` may hold some METRIC_COLUMNS already computed (ingest has the list items as numpy arrays).
+    """
+    known = known or {}
+    scalars = [name for name in frames.column_names if name not in ("cell_mv", "probe_temp_c")]
+    if all(name in known for name in METRIC_COLUMNS):
+        table = frames.select(scalars)
+        for name in METRIC_COLUMNS:
+            table = table.append_column(name, pa.array(known[name], pa.int64() if "count" in name else pa.float64(), from_pandas=True))
+        return table
     scalars = [name for name in frames.column_names if name not in ("cell_mv", "probe_temp_c")]
     lists = frames.select(["cell_mv", "probe_temp_c"])  # noqa: F841 (read by DuckDB by name)
     with _duckdb().cursor() as con:

@@ -239,3 +239,27 @@ def test_frame_with_only_sentinel_cells_is_quarantined(lake) -> None:
     (record,) = quarantine_rows(lake, key)
     assert (record["row_number"], record["rule"], record["reason"]) == (3, "cells_missing", "frame carries no valid cell voltage")
     assert entry(lake, key).sentinels == {"cell_mv": 4}
+
+
+@pytest.mark.parametrize("file_format", ["csv", "jsonl", "parquet", "wide"])
+def test_list_metrics_from_conversion_equal_frame_metrics_of_the_frames(file_format: str) -> None:
+    from pipelines.quality.rules import METRIC_COLUMNS, frame_metrics
+
+    rows = [native_row(ts=f"2026-01-05T00:00:{i:02d}Z", cells=cells, probes=probes) for i, (cells, probes) in enumerate([
+        ([3650, 3651, 3652, 3653], [62, 63]),
+        ([3650, 65535, 3652, 65534], [254, 63]),  # sentinels inside
+        ([65535, 65535, 65535, 65535], [255, 255]),  # no valid item at all
+        ([3650, 9000, 3652, 3653], [62, 63]),  # out of range: nulled and rejected
+        ([3650, 3651, 3652], [62]),  # shorter row
+    ])]
+    encoders = {"csv": native_csv_bytes, "jsonl": native_jsonl_bytes, "parquet": native_parquet_bytes}
+    if file_format == "wide":
+        data, key, mapping = wide_csv_bytes(wide_rows(4) + [wide_row(volts=(3.650, 65.535, 0, 5.0))]), "x/LSJW1234567890123_a.csv", "wide_export"
+    else:
+        data, key, mapping = encoders[file_format](rows), f"a.{file_format}", "simulator"
+    raw = read_object(key, data).table
+    mapped = apply_mapping(raw, load_mappings()[mapping], key, Rejections(raw.num_rows))
+    fast = frame_metrics(mapped.frames, mapped.list_metrics)
+    reference = frame_metrics(mapped.frames)
+    for column in METRIC_COLUMNS:
+        assert fast[column].to_pylist() == reference[column].to_pylist(), column
