@@ -8,7 +8,7 @@ from pathlib import Path
 
 # name -> (default, description); the README's configuration table is generated from this.
 SETTINGS_DOC: dict[str, tuple[str, str]] = {
-    "CELLGUARD_BACKEND": ("local", "`local` (folder lake, DuckDB catalog) or `aws` (S3, Glue/Athena)."),
+    "CELLGUARD_BACKEND": ("local", "`local` (folder lake, DuckDB catalog) or `aws` (Glue/Athena catalog: arrives with the AWS issue; the lake can already be `s3://`)."),
     "CELLGUARD_HOME": ("./var", "Folder for local state: the lake, the catalog, Airflow's home."),
     "CELLGUARD_LAKE_URI": ("file://$CELLGUARD_HOME/lake", "Root of the lake: `file:///…` or `s3://bucket/prefix`."),
     "CELLGUARD_CATALOG_PATH": ("$CELLGUARD_HOME/catalog.duckdb", "DuckDB catalog file (views over the lake)."),
