@@ -24,20 +24,26 @@ from pipelines.storage.lake import Lake
 DAYS = 10
 
 
-def _params(vehicles: int, file_format: str) -> SimulationParams:
+# name -> (file format, days per upload file): daily files are what fleets send; 10-day files show the
+# per-file overhead by contrast.
+CASES = {"parquet": ("parquet", 1), "csv": ("csv", 1), "parquet-10d": ("parquet", DAYS)}
+
+
+def _params(vehicles: int, file_format: str, period_days: int) -> SimulationParams:
     return SimulationParams(vehicles=vehicles, days=DAYS, start_date=dt.date(2026, 1, 1), interval_s=10, seed=11,
-                            file_format=file_format, gzip=False)
+                            file_format=file_format, gzip=False, period_days=period_days)
 
 
-def _simulate(root: Path, vehicles: int, file_format: str) -> tuple[int, float, int]:
-    lake = Lake((root / file_format / "lake").as_uri())
+def _simulate(root: Path, vehicles: int, case: str) -> tuple[int, float, int]:
+    file_format, period_days = CASES[case]
+    lake = Lake((root / case / "lake").as_uri())
     started = time.perf_counter()
-    summary = simulate_fleet(_params(vehicles, file_format), lake)
+    summary = simulate_fleet(_params(vehicles, file_format, period_days), lake)
     return summary.frames + summary.duplicates_written, time.perf_counter() - started, summary.files
 
 
-def _ingest(root: Path, file_format: str) -> tuple[int, float]:
-    os.environ["CELLGUARD_HOME"] = str(root / file_format)
+def _ingest(root: Path, case: str) -> tuple[int, float]:
+    os.environ["CELLGUARD_HOME"] = str(root / case)
     os.environ["CELLGUARD_INGEST_MAX_OBJECTS"] = "100000"
     settings = load_settings()
     started = time.perf_counter()
@@ -56,7 +62,7 @@ def main() -> None:
     os.environ["CELLGUARD_DATA_DOCS"] = "1"
 
     # Probe how many frames one vehicle makes over DAYS days, then size the fleet for the target.
-    probe_frames, _, _ = _simulate(root / "probe", 2, "parquet")
+    probe_frames, _, _ = _simulate(root / "probe", 2, "parquet-10d")
     vehicles = max(1, round(args.frames / (probe_frames / 2)))
     print(f"batch: {vehicles} vehicles × {DAYS} days at 10 s ≈ {args.frames:,} frames; work dir {root}")
 
@@ -64,11 +70,11 @@ def main() -> None:
     from pipelines.quality import runner  # noqa: F401
 
     rows = []
-    for file_format in ("parquet", "csv"):
-        frames, sim_seconds, files = _simulate(root, vehicles, file_format)
-        size_mb = sum(p.stat().st_size for p in (root / file_format / "lake" / "landing").rglob("*") if p.is_file()) / 1e6
-        ingested, ingest_seconds = _ingest(root, file_format)
-        rows.append((file_format, frames, files, size_mb, sim_seconds, ingested, ingest_seconds))
+    for case in CASES:
+        frames, sim_seconds, files = _simulate(root, vehicles, case)
+        size_mb = sum(p.stat().st_size for p in (root / case / "lake" / "landing").rglob("*") if p.is_file()) / 1e6
+        ingested, ingest_seconds = _ingest(root, case)
+        rows.append((case, frames, files, size_mb, sim_seconds, ingested, ingest_seconds))
 
     print()
     print("| format | frames | files | landing MB | simulate frames/s | ingest frames/s | target |")
