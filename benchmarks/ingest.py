@@ -77,11 +77,11 @@ def main() -> None:
         rows.append((case, frames, files, size_mb, sim_seconds, ingested, ingest_seconds))
 
     print()
-    print("| format | frames | files | landing MB | simulate frames/s | ingest frames/s | target |")
+    print("| batch | frames | files | landing MB | simulate frames/s (incl. writing) | ingest frames/s | target |")
     print("|---|---|---|---|---|---|---|")
-    for file_format, frames, files, size_mb, sim_s, ingested, ing_s in rows:
-        target = "≥ 400k" if file_format == "parquet" else "≥ 150k"
-        print(f"| {file_format} | {ingested:,} | {files:,} | {size_mb:,.0f} | {frames / sim_s:,.0f} | "
+    for case, frames, files, size_mb, sim_s, ingested, ing_s in rows:
+        target = "≥ 150k" if case == "csv" else "≥ 400k"
+        print(f"| {case} | {ingested:,} | {files:,} | {size_mb:,.0f} | {frames / sim_s:,.0f} | "
               f"{ingested / ing_s:,.0f} | {target} |")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak resident memory: {peak_mb:,.0f} MB; cores: {os.cpu_count()}")
