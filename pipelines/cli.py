@@ -116,6 +116,11 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  {totals[0]:,} landing objects ingested, {totals[5]:,} rejected whole")
         print(f"  rows in {totals[1]:,} = accepted {totals[2]:,} + quarantined {totals[3]:,} + duplicates {totals[4]:,}"
               f"{'' if totals[1] == totals[2] + totals[3] + totals[4] else '  (DO NOT RECONCILE)'}")
+        sentinels = con.execute("""
+            select name, sum(n) from (select unnest(map_keys(sentinels)) as name, unnest(map_values(sentinels)) as n
+                                      from manifest) group by name order by name""").fetchall()
+        if sentinels:
+            print("  sentinels set to null: " + ", ".join(f"{name} {int(n):,}" for name, n in sentinels))
         frames = con.execute("select count(*), count(distinct vin), min(ts), max(ts) from frames").fetchone()
         print(f"  frames: {frames[0]:,} from {frames[1]:,} vehicles, {frames[2]} … {frames[3]}")
         reasons = con.execute("""
