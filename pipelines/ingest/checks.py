@@ -18,7 +18,7 @@ def _numpy(table: pa.Table, column: str) -> np.ndarray:
 
 
 def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, latest: datetime,
-                 list_metrics: dict | None = None) -> pa.Table:
+                 list_metrics: dict | None = None, object_ids: np.ndarray | None = None) -> pa.Table:
     """Reject rows that break a contract rule; each keeps the first rule it broke. Returns the frame metrics."""
     vin = _numpy(frames, "vin")
     vin_ok = pc.fill_null(pc.match_substring_regex(frames["vin"], VIN_PATTERN), False).to_numpy(zero_copy_only=False)
@@ -57,18 +57,22 @@ def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, l
         bad = ~np.isnan(values) & ~np.isin(values, rule.allowed)
         rejections.add(bad, rule.name, rule.column, values, f"{rule.column} = {{value}} is not one of {rule.allowed} ({rule.meaning})")
 
-    _check_cell_count_stable(vin, _numpy(metrics, "cell_count"), rejections)
+    objects = object_ids if object_ids is not None else np.zeros(frames.num_rows, dtype=np.int64)
+    _check_cell_count_stable(vin, objects, _numpy(metrics, "cell_count"), rejections)
     return metrics
 
 
-def _check_cell_count_stable(vin: np.ndarray, cell_count: np.ndarray, rejections: Rejections) -> None:
-    """A pack does not change its number of cells mid-file: rows off the vehicle's usual count are rejected."""
+def _check_cell_count_stable(vin: np.ndarray, objects: np.ndarray, cell_count: np.ndarray, rejections: Rejections) -> None:
+    """A pack does not change its number of cells mid-file: rows off the vehicle's usual count in that file
+    (landing object) are rejected."""
     alive = ~rejections.rejected
     if not alive.any():
         return
-    counts = pd.DataFrame({"vin": vin[alive], "cells": cell_count[alive]})
-    usual = counts.groupby("vin")["cells"].agg(lambda s: s.value_counts().index[0])
-    expected = pd.Series(vin).map(usual).fillna(-1).to_numpy().astype(np.int64)
+    rows = pd.DataFrame({"object": objects, "vin": vin, "cells": cell_count})
+    counted = rows[alive].groupby(["object", "vin", "cells"], sort=False).size().rename("n").reset_index()
+    usual = counted.sort_values(["n", "cells"], ascending=[False, True]).drop_duplicates(["object", "vin"])
+    expected = rows.merge(usual[["object", "vin", "cells"]].rename(columns={"cells": "usual"}), how="left",
+                          on=["object", "vin"])["usual"].fillna(-1).to_numpy().astype(np.int64)
     off = alive & (cell_count != expected)
     reasons = np.empty(len(vin), dtype=object)
     reasons[off] = [f"frame has {n} cell voltages; this vehicle's other frames in the file have {e}"

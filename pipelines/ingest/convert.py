@@ -22,6 +22,28 @@ _RULE_BOUNDS = {r.name: (r.low, r.high) for r in RANGE_RULES}
 INT_FIELDS = {f.name: f.type for f in FRAME_SCHEMA if pa.types.is_integer(f.type)}
 
 
+@dataclass(frozen=True)
+class Segments:
+    """Which raw rows came from which landing object: small uploads are concatenated and converted at once,
+    because per-call overhead, not per-row work, dominates uploads of a thousand frames."""
+
+    keys: list[str]
+    starts: np.ndarray  # first row of each object, then the total row count
+
+    @classmethod
+    def single(cls, key: str, num_rows: int) -> Segments:
+        return cls([key], np.array([0, num_rows]))
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The object index of every row."""
+        return np.repeat(np.arange(len(self.keys)), np.diff(self.starts))
+
+    def per_object(self, row_counts: np.ndarray) -> np.ndarray:
+        """Sum a per-row count over each object's rows."""
+        return np.bincount(self.ids, weights=row_counts, minlength=len(self.keys)).astype(np.int64)
+
+
 @dataclass
 class MappedBatch:
     """Frame columns for every raw row (rejected rows included, to be filtered by the caller)."""
@@ -30,6 +52,8 @@ class MappedBatch:
     sentinels: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     list_metrics: dict[str, np.ndarray] = field(default_factory=dict)  # METRIC_COLUMNS of the list columns
+    segment_sentinels: list[dict[str, int]] = field(default_factory=list)  # per object
+    segment_warnings: list[list[str]] = field(default_factory=list)  # per object
 
 
 def list_item_metrics(values: np.ndarray, null: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -93,15 +117,20 @@ def _raw_values(raw: pa.Table, column: str) -> np.ndarray:
     return raw[column].to_numpy(zero_copy_only=False) if column in raw.column_names else np.full(raw.num_rows, None)
 
 
-def map_vin(raw: pa.Table, mapping: Mapping, key: str, rejections: Rejections) -> pa.Array:
-    """VINs, trimmed and upper-cased, from a column or from the file name."""
+def map_vin(raw: pa.Table, mapping: Mapping, segments: Segments, rejections: Rejections) -> pa.Array:
+    """VINs, trimmed and upper-cased, from a column or from each object's file name."""
     if mapping.vin_filename_pattern:
-        match = re.match(mapping.vin_filename_pattern, PurePosixPath(key).name)
-        if not match:
-            rejections.reject_all("vin_from_filename", "vin",
-                                  f"file name {PurePosixPath(key).name!r} does not match {mapping.vin_filename_pattern!r}, so it names no VIN")
-            return pa.nulls(raw.num_rows, pa.string())
-        return pa.array([match.group("vin").upper()] * raw.num_rows, pa.string())
+        vins: list[str | None] = []
+        ids = segments.ids
+        for index, key in enumerate(segments.keys):
+            name = PurePosixPath(key).name
+            match = re.match(mapping.vin_filename_pattern, name)
+            vins.append(match.group("vin").upper() if match else None)
+            if not match:
+                n = raw.num_rows
+                reason = f"file name {name!r} does not match {mapping.vin_filename_pattern!r}, so it names no VIN"
+                rejections.add(ids == index, "vin_from_filename", "vin", [""] * n, [reason] * n)
+        return pa.array(np.repeat(np.array(vins, dtype=object), np.diff(segments.starts)), pa.string())
     column = raw[mapping.vin_column]
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         column = pc.cast(column, pa.string())
@@ -146,7 +175,7 @@ def map_timestamps(raw: pa.Table, mapping: Mapping, rejections: Rejections) -> p
     return pa.array(millis, pa.timestamp("ms"), mask=np.isnat(millis)).cast(pa.timestamp("ms", tz="UTC"))
 
 
-def map_scalar(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections, sentinels: dict[str, int]) -> pa.Array:
+def map_scalar(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections, sentinels: dict[str, np.ndarray]) -> pa.Array:
     """One scalar frame column: parse, drop sentinels, scale, reject non-numbers and non-finite values."""
     spec = mapping.fields[name]
     values, missing, unparseable = to_float(raw[spec.column])
@@ -156,7 +185,7 @@ def map_scalar(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejection
                    f"{spec.column} = {{value}} is not a finite number")
     sentinel = _is_sentinel(values, spec.invalid)
     if sentinel.any():
-        sentinels[name] = sentinels.get(name, 0) + int(sentinel.sum())
+        sentinels[name] = sentinel.astype(np.int64)
     values = values * spec.scale + spec.offset
     null = missing | unparseable | sentinel | ~np.isfinite(values)
     target = FRAME_SCHEMA.field(name).type
@@ -219,8 +248,8 @@ def _rows_with(flags: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.n
     return hit_rows, first
 
 
-def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections, sentinels: dict[str, int],
-             warnings: list[str], metrics: dict[str, np.ndarray]) -> pa.Array:
+def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections, sentinels: dict[str, np.ndarray],
+             warnings: list[list[str]], metrics: dict[str, np.ndarray], segments: Segments) -> pa.Array:
     """cell_mv (mV) or probe_temp_c (°C) as a list column, from a list column or wide columns."""
     spec = mapping.cells if name == "cell_mv" else mapping.probes
     names = raw.column_names
@@ -243,20 +272,31 @@ def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections,
         shown = [f"{source}[{first[i] + 1}]" for i in range(len(rows))] if rows.any() else [""] * len(rows)
         rejections.add(rows, rule, name, shown, f"{{value}} {text}")
     invalid = tuple(spec.invalid)
+    item_rows = np.repeat(np.arange(len(lengths)), lengths)
     if name == "probe_temp_c":
-        is_code = spec.encoding == "gbt_code" or (spec.encoding == "auto" and _looks_like_codes(values, missing, invalid))
-        if not is_code:  # the invalid markers are given as codes; in a °C file they read 40 lower
-            invalid = tuple(v - GBT_TEMPERATURE_OFFSET_C for v in invalid)
-        if spec.encoding == "auto":
-            warnings.append(f"{source}: probe temperatures read as {'GB/T codes (°C + 40)' if is_code else '°C'}")
-    sentinel = ~missing & _is_sentinel(values, invalid)
+        # Whether probes are raw GB/T codes (°C + 40) is a property of each file, decided object by object.
+        item_starts = np.concatenate(([0], np.cumsum(lengths)))[segments.starts]
+        codes = []
+        for index in range(len(segments.keys)):
+            items = slice(item_starts[index], item_starts[index + 1])
+            is_code = spec.encoding == "gbt_code" or (
+                spec.encoding == "auto" and _looks_like_codes(values[items], missing[items], invalid))
+            codes.append(is_code)
+            if spec.encoding == "auto":
+                warnings[index].append(f"{source}: probe temperatures read as {'GB/T codes (°C + 40)' if is_code else '°C'}")
+        is_code_item = np.repeat(np.array(codes), np.diff(item_starts))
+        # The invalid markers are given as codes; in a °C file they read 40 lower.
+        invalid_celsius = tuple(v - GBT_TEMPERATURE_OFFSET_C for v in invalid)
+        sentinel = ~missing & np.where(is_code_item, _is_sentinel(values, invalid), _is_sentinel(values, invalid_celsius))
+    else:
+        sentinel = ~missing & _is_sentinel(values, invalid)
     if sentinel.any():
-        sentinels[name] = sentinels.get(name, 0) + int(sentinel.sum())
+        sentinels[name] = np.bincount(item_rows[sentinel], minlength=len(lengths))
     if name == "cell_mv":
         values = values * (1000.0 if spec.unit == "V" else 1.0)
         rule = "cell_mv_range"
     else:
-        values = values - (GBT_TEMPERATURE_OFFSET_C if is_code else 0)
+        values = values - GBT_TEMPERATURE_OFFSET_C * is_code_item
         rule = "probe_temp_range"
     values = np.round(values)
     null = missing | unparseable | sentinel | ~np.isfinite(values)
@@ -289,24 +329,35 @@ def _looks_like_codes(values: np.ndarray, missing: np.ndarray, invalid: tuple[fl
     return bool(np.median(seen) > 55)
 
 
-def apply_mapping(raw: pa.Table, mapping: Mapping, key: str, rejections: Rejections) -> MappedBatch:
-    """Every frame column for every raw row; row-level problems go to `rejections`."""
-    sentinels: dict[str, int] = {}
-    warnings: list[str] = []
+def apply_mapping(raw: pa.Table, mapping: Mapping, key: str | Segments, rejections: Rejections) -> MappedBatch:
+    """Every frame column for every raw row; row-level problems go to `rejections`.
+
+    `key` is the landing key, or the Segments of several objects concatenated into `raw`.
+    """
+    segments = key if isinstance(key, Segments) else Segments.single(key, raw.num_rows)
+    sentinel_rows: dict[str, np.ndarray] = {}
+    warnings: list[list[str]] = [[] for _ in segments.keys]
     absent: list[str] = []
     list_metrics: dict[str, np.ndarray] = {}
-    columns: dict[str, pa.Array] = {"vin": map_vin(raw, mapping, key, rejections), "ts": map_timestamps(raw, mapping, rejections)}
+    columns: dict[str, pa.Array] = {"vin": map_vin(raw, mapping, segments, rejections),
+                                    "ts": map_timestamps(raw, mapping, rejections)}
     for name in FRAME_SCHEMA.names:
         if name in columns:
             continue
         if name in ("cell_mv", "probe_temp_c"):
-            columns[name] = map_list(raw, name, mapping, rejections, sentinels, warnings, list_metrics)
+            columns[name] = map_list(raw, name, mapping, rejections, sentinel_rows, warnings, list_metrics, segments)
         elif name in mapping.fields and mapping.fields[name].column in raw.column_names:
-            columns[name] = map_scalar(raw, name, mapping, rejections, sentinels)
+            columns[name] = map_scalar(raw, name, mapping, rejections, sentinel_rows)
         else:
             columns[name] = pa.nulls(raw.num_rows, FRAME_SCHEMA.field(name).type)
             if name in mapping.fields:
                 absent.append(mapping.fields[name].column)
-    if absent:
-        warnings.append(f"optional columns not in file, left empty: {', '.join(absent)}")
-    return MappedBatch(pa.table(columns, schema=FRAME_SCHEMA), sentinels, warnings, list_metrics)
+    for object_warnings in warnings:
+        if absent:
+            object_warnings.append(f"optional columns not in file, left empty: {', '.join(absent)}")
+    per_object = {name: segments.per_object(rows) for name, rows in sentinel_rows.items()}
+    segment_sentinels = [{name: int(counts[i]) for name, counts in per_object.items() if counts[i]}
+                         for i in range(len(segments.keys))]
+    totals = {name: int(rows.sum()) for name, rows in sentinel_rows.items() if rows.sum()}
+    return MappedBatch(pa.table(columns, schema=FRAME_SCHEMA), totals, [w for ws in warnings for w in ws], list_metrics,
+                       segment_sentinels, warnings)

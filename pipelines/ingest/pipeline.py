@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from pipelines.config import Settings, load_settings
 from pipelines.ingest.checks import check_frames
-from pipelines.ingest.convert import apply_mapping
+from pipelines.ingest.convert import Segments, apply_mapping
 from pipelines.ingest.dedup import LakeKeys, duplicates_within, partition_key, utc_dates
 from pipelines.ingest.manifest import (
     ManifestEntry,
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 QUARANTINE_PREFIX = "quarantine"
 DATA_DOCS_PREFIX = "reports/data_docs"
 CHUNK_FRAMES = 2_000_000
+GROUP_ROWS = 200_000  # objects alike are converted together up to about this many rows
 WORKERS = min(4, os.cpu_count() or 1)  # Arrow, DuckDB and numpy release the GIL: threads use every core  # validate and write in chunks of about this many frames, to bound memory
 
 
@@ -113,23 +114,31 @@ def _bad_line_records(batch: RawBatch, key: str, source_id: str, now: datetime) 
             for line in batch.bad_lines]
 
 
-def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping | None, known_mappings: list[str],
-                   earliest: datetime, latest: datetime, now: datetime, run_id: str) -> ObjectOutcome:
-    """Everything ingest decides about one object on its own, without writing anything (runs in parallel).
+@dataclass
+class LoadedObject:
+    """One landing object read and parsed (in parallel), waiting to be converted with others like it."""
 
-    Duplicates against other objects are settled afterwards, in key order, by `deduplicate`.
-    """
+    info: ObjectInfo
+    entry: ManifestEntry
+    mapping: Mapping | None
+    batch: RawBatch | None = None
+    outcome: ObjectOutcome | None = None  # already decided: the whole object is rejected
+
+
+def load_object(info: ObjectInfo, data: bytes, mapping: Mapping | None, known_mappings: list[str], now: datetime,
+                run_id: str) -> LoadedObject:
+    """Hash and parse one object; an object without a mapping, or unreadable, is decided here."""
     key, source_id = info.key, source_id_for(info.key)
     entry = ManifestEntry(key=key, source_id=source_id, source=source_of(key), size=info.size, mtime_ns=info.mtime_ns,
-                          sha256=sha256, status="rejected", mapping=mapping.name if mapping else None,
+                          sha256=sha256_of([data]), status="rejected", mapping=mapping.name if mapping else None,
                           ingested_at=now.isoformat(), run_id=run_id)
-    empty_frames = None
 
-    def whole_file(rule: str, reason: str) -> ObjectOutcome:
+    def whole_file(rule: str, reason: str) -> LoadedObject:
         entry.error = reason
         entry.rejected_by_rule = {rule: 1}
         record = quarantine_record(key, source_id, 0, rule, "", PurePosixPath(key).name, reason, None, now)
-        return ObjectOutcome(entry, empty_frames, pa.Table.from_pylist([record], QUARANTINE_SCHEMA), data)
+        return LoadedObject(info, entry, mapping,
+                            outcome=ObjectOutcome(entry, None, pa.Table.from_pylist([record], QUARANTINE_SCHEMA), data))
 
     if mapping is None:
         return whole_file("no_mapping", f"no column mapping for source {entry.source!r} (key {key}); known sources: "
@@ -139,42 +148,69 @@ def process_object(info: ObjectInfo, data: bytes, sha256: str, mapping: Mapping 
     except UnreadableObject as exc:
         return whole_file("unreadable", str(exc))
     entry.file_format = batch.file_format
-    raw = batch.table
-    line_records = _bad_line_records(batch, key, source_id, now)
-    rejections = Rejections(raw.num_rows)
+    return LoadedObject(info, entry, mapping, batch)
 
+
+def convert_objects(loaded: list[LoadedObject], earliest: datetime, latest: datetime, now: datetime) -> list[ObjectOutcome]:
+    """Map and check objects that share a mapping and a column layout, in one vectorised pass.
+
+    Duplicates against other objects are settled afterwards, in key order, by `deduplicate`.
+    """
+    mapping = loaded[0].mapping
+    raw = pa.concat_tables([item.batch.table for item in loaded])
+    segments = Segments([item.info.key for item in loaded],
+                        np.concatenate(([0], np.cumsum([item.batch.table.num_rows for item in loaded]))))
+    rejections = Rejections(raw.num_rows)
     names = raw.column_names
     missing = mapping.required_source_columns(names)
+    frames = metrics = None
     if missing:
         lacking = "; ".join(f"{col} needs {what}" for col, what in missing.items())
         rejections.reject_all("required_column", ",".join(missing),
                               f"file lacks what mapping {mapping.name!r} needs: {lacking} (file columns: {', '.join(names[:12])}"
                               f"{', …' if len(names) > 12 else ''})")
-        frames = None
     else:
         extra = sorted(set(names) - mapping.source_columns(names))
-        if extra:
-            entry.warnings.append(f"ignored columns not in mapping {mapping.name!r}: {', '.join(extra[:20])}"
-                                  f"{' …' if len(extra) > 20 else ''}")
-        mapped = apply_mapping(raw, mapping, key, rejections)
-        entry.sentinels, frames = mapped.sentinels, mapped.frames
-        entry.warnings += mapped.warnings
-        metrics = check_frames(frames, rejections, earliest, latest, mapped.list_metrics)
+        mapped = apply_mapping(raw, mapping, segments, rejections)
+        for item, sentinels, warnings in zip(loaded, mapped.segment_sentinels, mapped.segment_warnings, strict=True):
+            if extra:
+                item.entry.warnings.append(f"ignored columns not in mapping {mapping.name!r}: {', '.join(extra[:20])}"
+                                           f"{' …' if len(extra) > 20 else ''}")
+            item.entry.sentinels = sentinels
+            item.entry.warnings += warnings
+        frames = mapped.frames
+        metrics = check_frames(frames, rejections, earliest, latest, mapped.list_metrics, segments.ids)
 
-    keep = pa.array(~rejections.rejected)
-    accepted = None if frames is None else frames.filter(keep)
-    quarantine = rejections.to_table(raw, key, source_id, batch.row_numbers, now)
-    if line_records:
-        quarantine = pa.concat_tables([pa.Table.from_pylist(line_records, QUARANTINE_SCHEMA), quarantine])
-    entry.rows_in = batch.rows_in
-    entry.accepted = accepted.num_rows if accepted is not None else 0
-    entry.quarantined = rejections.count + len(batch.bad_lines)
-    entry.rejected_by_rule = rejections.by_rule()
-    if batch.bad_lines:
-        entry.rejected_by_rule["unparseable_line"] = len(batch.bad_lines)
-    if not entry.accepted:
-        return ObjectOutcome(entry, None, quarantine)
-    return ObjectOutcome(entry, accepted, quarantine, metrics=metrics.filter(keep))
+    keep = ~rejections.rejected
+    accepted, accepted_metrics = (frames.filter(pa.array(keep)), metrics.filter(pa.array(keep))) if frames is not None else (None, None)
+    kept_before = np.concatenate(([0], np.cumsum(keep)))  # accepted rows of object i: kept_before[start_i]..[stop_i]
+    outcomes = []
+    for index, item in enumerate(loaded):
+        start, stop = int(segments.starts[index]), int(segments.starts[index + 1])
+        first, last = int(kept_before[start]), int(kept_before[stop])
+        entry, batch = item.entry, item.batch
+        quarantine = rejections.to_table(raw, entry.key, entry.source_id, batch.row_numbers, now, start, stop)
+        if batch.bad_lines:
+            lines = pa.Table.from_pylist(_bad_line_records(batch, entry.key, entry.source_id, now), QUARANTINE_SCHEMA)
+            quarantine = pa.concat_tables([lines, quarantine])
+        entry.rows_in = batch.rows_in
+        entry.accepted = last - first if accepted is not None else 0
+        entry.quarantined = rejections.count_in(start, stop) + len(batch.bad_lines)
+        entry.rejected_by_rule = rejections.by_rule(start, stop)
+        if batch.bad_lines:
+            entry.rejected_by_rule["unparseable_line"] = len(batch.bad_lines)
+        if not entry.accepted:
+            outcomes.append(ObjectOutcome(entry, None, quarantine))
+        else:
+            outcomes.append(ObjectOutcome(entry, accepted.slice(first, last - first), quarantine,
+                                          metrics=accepted_metrics.slice(first, last - first)))
+    return outcomes
+
+
+def _same_layout(a: LoadedObject, b: LoadedObject) -> bool:
+    """Objects that can be converted together: same mapping, same columns and types, rows in both."""
+    return (a.mapping is b.mapping and a.batch.table.schema == b.batch.table.schema
+            and a.batch.table.num_rows > 0 and b.batch.table.num_rows > 0)
 
 
 def deduplicate(outcome: ObjectOutcome, keys: LakeKeys) -> None:
@@ -277,14 +313,14 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
     chunk: list[tuple[ObjectOutcome, ManifestEntry | None]] = []
     chunk_rows = 0
 
-    def prepare(info: ObjectInfo) -> ObjectOutcome | None:
+    def load(info: ObjectInfo) -> LoadedObject | None:
         if info.key in touched:
             return None
-        data = lake.read_bytes(info.key)
-        return process_object(info, data, sha256_of([data]), mappings.get(source_of(info.key)), sorted(mappings),
-                              earliest, latest, now, run_id)
+        return load_object(info, lake.read_bytes(info.key), mappings.get(source_of(info.key)), sorted(mappings), now, run_id)
 
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ingest") as pool:
+        group: list[LoadedObject] = []
+        group_rows = 0
 
         def flush() -> None:
             nonlocal chunk, chunk_rows
@@ -295,23 +331,42 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
                 summary.add(outcome.entry)
             chunk, chunk_rows = [], 0
 
-        # Objects are read, mapped and checked in parallel, a few ahead; dedup and writes follow in key order.
-        for info, outcome in zip(infos, _ordered(pool, prepare, infos, ahead=2 * WORKERS), strict=True):
-            previous = manifest.get(info.key)
-            if outcome is None:  # touched, not changed: note the new stamp, keep the result
+        def settle(outcomes: list[ObjectOutcome]) -> None:
+            nonlocal chunk_rows
+            for outcome in outcomes:
+                deduplicate(outcome, lake_keys)
+                chunk.append((outcome, manifest.get(outcome.entry.key)))
+                chunk_rows += outcome.entry.rows_in
+                if progress:
+                    progress(outcome.entry.rows_in, 1)
+            if chunk_rows >= CHUNK_FRAMES:
+                flush()
+
+        def convert_group() -> None:
+            nonlocal group, group_rows
+            if group:
+                settle(convert_objects(group, earliest, latest, now))
+            group, group_rows = [], 0
+
+        # Objects are read and parsed in parallel, a few ahead; objects alike are converted together;
+        # dedup and writes follow in key order.
+        for info, loaded in zip(infos, _ordered(pool, load, infos, ahead=4 * WORKERS), strict=True):
+            if loaded is None:  # touched, not changed: note the new stamp, keep the result
+                previous = manifest[info.key]
                 previous.size, previous.mtime_ns = info.size, info.mtime_ns
                 save_entry(lake, previous)
                 summary.unchanged += 1
                 if progress:
                     progress(0, 1)
                 continue
-            deduplicate(outcome, lake_keys)
-            chunk.append((outcome, previous))
-            chunk_rows += outcome.entry.rows_in
-            if progress:
-                progress(outcome.entry.rows_in, 1)
-            if chunk_rows >= CHUNK_FRAMES:
-                flush()
+            if loaded.outcome is not None or (group and not _same_layout(group[0], loaded)) or group_rows >= GROUP_ROWS:
+                convert_group()
+            if loaded.outcome is not None:
+                settle([loaded.outcome])
+                continue
+            group.append(loaded)
+            group_rows += loaded.batch.table.num_rows
+        convert_group()
         if chunk:
             flush()
     return summary

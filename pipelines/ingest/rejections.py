@@ -54,20 +54,34 @@ class Rejections:
     def count(self) -> int:
         return int(self.rejected.sum())
 
-    def by_rule(self) -> dict[str, int]:
-        """How many rows each rule rejected."""
+    def count_in(self, start: int = 0, stop: int | None = None) -> int:
+        """Rejected rows among rows start..stop-1."""
+        return int(self.rejected[start:stop].sum())
+
+    def by_rule(self, start: int = 0, stop: int | None = None) -> dict[str, int]:
+        """How many rows each rule rejected (among rows start..stop-1)."""
+        stop = len(self.rejected) if stop is None else stop
         counts: dict[str, int] = {}
         for rule, rows in zip(self._rule, self._rows, strict=True):
-            counts[rule] = counts.get(rule, 0) + len(rows)
+            n = int(((rows >= start) & (rows < stop)).sum())
+            if n:
+                counts[rule] = counts.get(rule, 0) + n
         return counts
 
     def to_table(self, raw: pa.Table, source_key: str, source_id: str, row_numbers: Callable[[np.ndarray], np.ndarray],
-                 now: datetime) -> pa.Table:
-        """Quarantine records: rule, column, value, reason and the raw row as JSON, in row order."""
+                 now: datetime, start: int = 0, stop: int | None = None) -> pa.Table:
+        """Quarantine records of rows start..stop-1: rule, column, value, reason and the raw row as JSON, in row order.
+
+        `row_numbers` turns row indexes relative to `start` into the object's own line numbers.
+        """
         if not self._rows:
             return QUARANTINE_SCHEMA.empty_table()
+        stop = len(self.rejected) if stop is None else stop
         rows = np.concatenate(self._rows)
         order = np.argsort(rows, kind="stable")
+        order = order[(rows[order] >= start) & (rows[order] < stop)]
+        if not len(order):
+            return QUARANTINE_SCHEMA.empty_table()
         rows = rows[order]
         expand = lambda parts: [p for part in parts for p in part]  # noqa: E731
         rule = np.repeat(self._rule, [len(r) for r in self._rows])[order]
@@ -79,7 +93,7 @@ class Rejections:
             {
                 "source_key": [source_key] * len(rows),
                 "source_id": [source_id] * len(rows),
-                "row_number": row_numbers(rows),
+                "row_number": row_numbers(rows - start),
                 "rule": rule.tolist(),
                 "column": column.tolist(),
                 "value": values.tolist(),

@@ -29,6 +29,7 @@ from .builders import (
     put,
     put_native_parquet,
     put_wide_csv,
+    quarantine_rows,
     run_ingest,
     utc,
     wide_rows,
@@ -175,3 +176,26 @@ def test_object_rejected_for_want_of_a_mapping_is_ingested_once_its_mapping_exis
     assert (second.objects, second.accepted, second.rejected_objects) == (1, 3, 0)
     assert entry(lake, key).status == "ingested"
     assert not lake.exists(f"quarantine/rows/{source_id_for(key)}.parquet"), "the old rejection is replaced"
+
+
+def test_objects_converted_together_keep_their_own_counts_vins_and_reasons(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several small uploads of one layout go through one vectorised pass; each keeps its own verdicts."""
+    passes = []
+    convert = ingest_pipeline.convert_objects
+    monkeypatch.setattr(ingest_pipeline, "convert_objects", lambda loaded, *a: passes.append(len(loaded)) or convert(loaded, *a))
+    keys = [
+        put_wide_csv(lake, wide_rows(3, start="2026-01-05 08:00:00"), vin=VIN_A),
+        put_wide_csv(lake, wide_rows(2, start="2026-01-05 09:00:00") + wide_rows(1, start="2026-01-05 09:00:00"), vin=VIN_B),
+        put_wide_csv(lake, wide_rows(3, start="2026-01-05 10:00:00"), vin=VIN_C[:16], day="2026-01-05"),
+    ]
+    summary = run_ingest(lake)
+    assert summary.objects == 3
+    first, second, third = (entry(lake, k) for k in keys)
+    assert (first.accepted, first.duplicates, first.quarantined) == (3, 0, 0)
+    assert (second.accepted, second.duplicates, second.quarantined) == (2, 1, 0)
+    assert passes == [3]
+    assert (third.accepted, third.rejected_by_rule) == (0, {"vin_from_filename": 3})
+    assert third.status == "rejected" and "names no VIN" in third.error
+    vins = {r["vin"] for r in frames(lake).to_pylist()}
+    assert vins == {VIN_A, VIN_B}
+    assert [r["row_number"] for r in quarantine_rows(lake, keys[2])] == [2, 3, 4]
