@@ -272,7 +272,6 @@ def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections,
         shown = [f"{source}[{first[i] + 1}]" for i in range(len(rows))] if rows.any() else [""] * len(rows)
         rejections.add(rows, rule, name, shown, f"{{value}} {text}")
     invalid = tuple(spec.invalid)
-    item_rows = np.repeat(np.arange(len(lengths)), lengths)
     if name == "probe_temp_c":
         # Whether probes are raw GB/T codes (°C + 40) is a property of each file, decided object by object.
         item_starts = np.concatenate(([0], np.cumsum(lengths)))[segments.starts]
@@ -291,6 +290,7 @@ def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections,
     else:
         sentinel = ~missing & _is_sentinel(values, invalid)
     if sentinel.any():
+        item_rows = np.repeat(np.arange(len(lengths)), lengths)
         sentinels[name] = np.bincount(item_rows[sentinel], minlength=len(lengths))
     if name == "cell_mv":
         values = values * (1000.0 if spec.unit == "V" else 1.0)

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 QUARANTINE_PREFIX = "quarantine"
 DATA_DOCS_PREFIX = "reports/data_docs"
 CHUNK_FRAMES = 2_000_000
-GROUP_ROWS = 200_000  # objects alike are converted together up to about this many rows
+GROUP_ROWS = 100_000  # objects alike are converted together up to about this many rows
 WORKERS = min(4, os.cpu_count() or 1)  # Arrow, DuckDB and numpy release the GIL: threads use every core  # validate and write in chunks of about this many frames, to bound memory
 
 
@@ -342,14 +342,18 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
             if chunk_rows >= CHUNK_FRAMES:
                 flush()
 
+        converting: deque[Future] = deque()  # groups being converted, settled in key order
+
         def convert_group() -> None:
             nonlocal group, group_rows
             if group:
-                settle(convert_objects(group, earliest, latest, now))
+                converting.append(pool.submit(convert_objects, group, earliest, latest, now))
             group, group_rows = [], 0
+            while len(converting) > WORKERS:
+                settle(converting.popleft().result())
 
-        # Objects are read and parsed in parallel, a few ahead; objects alike are converted together;
-        # dedup and writes follow in key order.
+        # Objects are read and parsed in parallel, a few ahead; objects alike are converted together, in
+        # parallel too; dedup and writes follow in key order.
         for info, loaded in zip(infos, _ordered(pool, load, infos, ahead=4 * WORKERS), strict=True):
             if loaded is None:  # touched, not changed: note the new stamp, keep the result
                 previous = manifest[info.key]
@@ -362,11 +366,15 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
             if loaded.outcome is not None or (group and not _same_layout(group[0], loaded)) or group_rows >= GROUP_ROWS:
                 convert_group()
             if loaded.outcome is not None:
-                settle([loaded.outcome])
+                decided: Future = Future()
+                decided.set_result([loaded.outcome])
+                converting.append(decided)
                 continue
             group.append(loaded)
             group_rows += loaded.batch.table.num_rows
         convert_group()
+        while converting:
+            settle(converting.popleft().result())
         if chunk:
             flush()
     return summary
