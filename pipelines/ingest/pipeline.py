@@ -13,13 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import pyarrow as pa
 
 from pipelines.config import Settings, load_settings
-from pipelines.ingest.checks import check_frames
-from pipelines.ingest.convert import Segments, apply_mapping
-from pipelines.ingest.dedup import LakeKeys, duplicates_within, partition_key, utc_dates
+from pipelines.ingest.dedup import LakeKeys, partition_key, utc_dates
 from pipelines.ingest.manifest import (
     ManifestEntry,
     load_manifest,
@@ -29,34 +26,28 @@ from pipelines.ingest.manifest import (
     source_id_for,
     waits_for_mapping,
 )
-from pipelines.ingest.mapping import Mapping, load_mappings, source_of
-from pipelines.ingest.readers import RawBatch, UnreadableObject, read_object
-from pipelines.ingest.rejections import Rejections, quarantine_record
-from pipelines.schema import QUARANTINE_SCHEMA
+from pipelines.ingest.mapping import load_mappings, source_of
+from pipelines.ingest.objects import (
+    LoadedObject,
+    ObjectOutcome,
+    convert_objects,
+    deduplicate,
+    load_object,
+    same_layout,
+)
 from pipelines.storage.lake import Lake, ObjectInfo
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_PREFIX = "quarantine"
 DATA_DOCS_PREFIX = "reports/data_docs"
-CHUNK_FRAMES = 2_000_000
+CHUNK_FRAMES = 2_000_000  # validate and write in chunks of about this many frames, to bound memory
 GROUP_ROWS = 100_000  # objects alike are converted together up to about this many rows
-WORKERS = min(4, os.cpu_count() or 1)  # Arrow, DuckDB and numpy release the GIL: threads use every core  # validate and write in chunks of about this many frames, to bound memory
+WORKERS = min(4, os.cpu_count() or 1)  # Arrow, DuckDB and numpy release the GIL: threads use every core
 
 
 class ContractViolation(RuntimeError):
     """Great Expectations found rows the row rules let through: a bug to fix, so nothing was written."""
-
-
-@dataclass
-class ObjectOutcome:
-    """One processed object, held in memory until its chunk is validated and written."""
-
-    entry: ManifestEntry
-    frames: pa.Table | None
-    quarantine: pa.Table
-    original: bytes | None = None  # kept for an unreadable object, copied into quarantine
-    metrics: pa.Table | None = None  # frame_metrics of `frames`, row for row, for Great Expectations
 
 
 @dataclass
@@ -101,149 +92,6 @@ class IngestSummary:
                 "duplicates": self.duplicates, "sentinels": dict(self.sentinels),
                 "rejected_by_rule": dict(self.rejected_by_rule), "touched_dates": list(self.touched_dates),
                 "data_docs": self.data_docs}
-
-
-def _status(entry: ManifestEntry) -> str:
-    if entry.accepted == 0 and entry.duplicates == 0:
-        return "rejected"
-    return "partial" if entry.quarantined else "ingested"
-
-
-def _bad_line_records(batch: RawBatch, key: str, source_id: str, now: datetime) -> list[dict]:
-    return [quarantine_record(key, source_id, line.line_number, "unparseable_line", "", "", line.reason, line.text, now)
-            for line in batch.bad_lines]
-
-
-@dataclass
-class LoadedObject:
-    """One landing object read and parsed (in parallel), waiting to be converted with others like it."""
-
-    info: ObjectInfo
-    entry: ManifestEntry
-    mapping: Mapping | None
-    batch: RawBatch | None = None
-    outcome: ObjectOutcome | None = None  # already decided: the whole object is rejected
-
-
-def load_object(info: ObjectInfo, data: bytes, mapping: Mapping | None, known_mappings: list[str], now: datetime,
-                run_id: str) -> LoadedObject:
-    """Hash and parse one object; an object without a mapping, or unreadable, is decided here."""
-    key, source_id = info.key, source_id_for(info.key)
-    entry = ManifestEntry(key=key, source_id=source_id, source=source_of(key), size=info.size, mtime_ns=info.mtime_ns,
-                          sha256=sha256_of([data]), status="rejected", mapping=mapping.name if mapping else None,
-                          ingested_at=now.isoformat(), run_id=run_id)
-
-    def whole_file(rule: str, reason: str) -> LoadedObject:
-        entry.error = reason
-        entry.rejected_by_rule = {rule: 1}
-        record = quarantine_record(key, source_id, 0, rule, "", PurePosixPath(key).name, reason, None, now)
-        return LoadedObject(info, entry, mapping,
-                            outcome=ObjectOutcome(entry, None, pa.Table.from_pylist([record], QUARANTINE_SCHEMA), data))
-
-    if mapping is None:
-        return whole_file("no_mapping", f"no column mapping for source {entry.source!r} (key {key}); known sources: "
-                          f"{', '.join(known_mappings)}. Put a YAML mapping in CELLGUARD_MAPPINGS_DIR.")
-    try:
-        batch = read_object(key, data)
-    except UnreadableObject as exc:
-        return whole_file("unreadable", str(exc))
-    entry.file_format = batch.file_format
-    return LoadedObject(info, entry, mapping, batch)
-
-
-def convert_objects(loaded: list[LoadedObject], earliest: datetime, latest: datetime, now: datetime) -> list[ObjectOutcome]:
-    """Map and check objects that share a mapping and a column layout, in one vectorised pass.
-
-    Duplicates against other objects are settled afterwards, in key order, by `deduplicate`.
-    """
-    mapping = loaded[0].mapping
-    raw = pa.concat_tables([item.batch.table for item in loaded])
-    segments = Segments([item.info.key for item in loaded],
-                        np.concatenate(([0], np.cumsum([item.batch.table.num_rows for item in loaded]))))
-    rejections = Rejections(raw.num_rows)
-    names = raw.column_names
-    missing = mapping.required_source_columns(names)
-    frames = metrics = None
-    if missing:
-        lacking = "; ".join(f"{col} needs {what}" for col, what in missing.items())
-        rejections.reject_all("required_column", ",".join(missing),
-                              f"file lacks what mapping {mapping.name!r} needs: {lacking} (file columns: {', '.join(names[:12])}"
-                              f"{', …' if len(names) > 12 else ''})")
-    else:
-        extra = sorted(set(names) - mapping.source_columns(names))
-        mapped = apply_mapping(raw, mapping, segments, rejections)
-        for item, sentinels, warnings in zip(loaded, mapped.segment_sentinels, mapped.segment_warnings, strict=True):
-            if extra:
-                item.entry.warnings.append(f"ignored columns not in mapping {mapping.name!r}: {', '.join(extra[:20])}"
-                                           f"{' …' if len(extra) > 20 else ''}")
-            item.entry.sentinels = sentinels
-            item.entry.warnings += warnings
-        frames = mapped.frames
-        metrics = check_frames(frames, rejections, earliest, latest, mapped.list_metrics, segments.ids)
-
-    keep = ~rejections.rejected
-    accepted, accepted_metrics = (frames.filter(pa.array(keep)), metrics.filter(pa.array(keep))) if frames is not None else (None, None)
-    kept_before = np.concatenate(([0], np.cumsum(keep)))  # accepted rows of object i: kept_before[start_i]..[stop_i]
-    outcomes = []
-    for index, item in enumerate(loaded):
-        start, stop = int(segments.starts[index]), int(segments.starts[index + 1])
-        first, last = int(kept_before[start]), int(kept_before[stop])
-        entry, batch = item.entry, item.batch
-        quarantine = rejections.to_table(raw, entry.key, entry.source_id, batch.row_numbers, now, start, stop)
-        if batch.bad_lines:
-            lines = pa.Table.from_pylist(_bad_line_records(batch, entry.key, entry.source_id, now), QUARANTINE_SCHEMA)
-            quarantine = pa.concat_tables([lines, quarantine])
-        entry.rows_in = batch.rows_in
-        entry.accepted = last - first if accepted is not None else 0
-        entry.quarantined = rejections.count_in(start, stop) + len(batch.bad_lines)
-        entry.rejected_by_rule = rejections.by_rule(start, stop)
-        if batch.bad_lines:
-            entry.rejected_by_rule["unparseable_line"] = len(batch.bad_lines)
-        if not entry.accepted:
-            outcomes.append(ObjectOutcome(entry, None, quarantine))
-        else:
-            outcomes.append(ObjectOutcome(entry, accepted.slice(first, last - first), quarantine,
-                                          metrics=accepted_metrics.slice(first, last - first)))
-    return outcomes
-
-
-def _same_layout(a: LoadedObject, b: LoadedObject) -> bool:
-    """Objects that can be converted together: same mapping, same columns and types, rows in both."""
-    return (a.mapping is b.mapping and a.batch.table.schema == b.batch.table.schema
-            and a.batch.table.num_rows > 0 and b.batch.table.num_rows > 0)
-
-
-def deduplicate(outcome: ObjectOutcome, keys: LakeKeys) -> None:
-    """Drop frames already in the file, the lake or an earlier object of this run; settle counts and status."""
-    entry, accepted = outcome.entry, outcome.frames
-    if accepted is not None:
-        vin = accepted["vin"].to_numpy(zero_copy_only=False)
-        ts_ms = accepted["ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)
-        dates = utc_dates(accepted["ts"])
-        dup = duplicates_within(vin, ts_ms, np.ones(len(vin), dtype=bool)) | keys.seen(dates, vin, ts_ms)
-        keep = ~dup
-        vin, ts_ms, dates = vin[keep], ts_ms[keep], dates[keep]
-        keys.add(dates, vin, ts_ms)
-        entry.duplicates, entry.accepted = int(dup.sum()), int(keep.sum())
-        entry.dates = sorted(set(dates.tolist()))
-        if not entry.accepted:
-            outcome.frames = outcome.metrics = None
-        else:
-            if not keep.all():
-                accepted, outcome.metrics = accepted.filter(pa.array(keep)), outcome.metrics.filter(pa.array(keep))
-            # Files are written in (vin, ts) order; most uploads already are, and sorting list columns is costly.
-            outcome.frames = accepted if _in_key_order(vin, ts_ms) else accepted.sort_by([("vin", "ascending"), ("ts", "ascending")])
-    if entry.error is None or entry.rows_in:
-        entry.status = _status(entry)
-    if entry.status == "rejected" and entry.error is None and outcome.quarantine.num_rows:
-        entry.error = outcome.quarantine["reason"][0].as_py()
-
-
-def _in_key_order(vin: np.ndarray, ts_ms: np.ndarray) -> bool:
-    if len(ts_ms) < 2:
-        return True
-    same_vin = vin[1:] == vin[:-1]
-    return bool(((vin[1:] > vin[:-1]) | (same_vin & (ts_ms[1:] >= ts_ms[:-1]))).all())
 
 
 def _write_outcome(lake: Lake, outcome: ObjectOutcome, previous: ManifestEntry | None) -> None:
@@ -363,7 +211,7 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
                 if progress:
                     progress(0, 1)
                 continue
-            if loaded.outcome is not None or (group and not _same_layout(group[0], loaded)) or group_rows >= GROUP_ROWS:
+            if loaded.outcome is not None or (group and not same_layout(group[0], loaded)) or group_rows >= GROUP_ROWS:
                 convert_group()
             if loaded.outcome is not None:
                 decided: Future = Future()

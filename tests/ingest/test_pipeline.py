@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.ingest import ingest_pending, pending_landing_keys
+from pipelines.ingest import objects as ingest_objects
 from pipelines.ingest import pipeline as ingest_pipeline
 from pipelines.ingest.manifest import load_manifest, source_id_for
 from pipelines.schema import FRAME_SCHEMA
@@ -115,7 +116,7 @@ def test_great_expectations_stops_frames_the_row_rules_missed(lake: Lake, monkey
     from pipelines.quality.rules import frame_metrics
 
     # The row rules "regress" to checking nothing (they still hand GE the metrics they computed).
-    monkeypatch.setattr(ingest_pipeline, "check_frames", lambda frames, *args, **kwargs: frame_metrics(frames))
+    monkeypatch.setattr(ingest_objects, "check_frames", lambda frames, *args, **kwargs: frame_metrics(frames))
     key = put(lake, landing_key(), native_csv_bytes(native_rows(2) + [native_row(ts=f"{DAY}T00:01:00Z", soc_pct=150.0)]))
     with pytest.raises(ingest_pipeline.ContractViolation) as error:
         ingest_pending(lake=lake, now=NOW)
