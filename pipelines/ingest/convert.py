@@ -1,4 +1,4 @@
-"""Turn one raw table into frame-contract columns with its mapping: units, codes, sentinels, time zones."""
+"""Turn raw tables (one landing object, or several alike) into frame-contract columns: units, codes, sentinels, zones."""
 
 from __future__ import annotations
 
