@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="cellguard-tests-"))
 
@@ -17,3 +19,24 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
+
+
+
+CELLGUARD_SETTINGS = ("CELLGUARD_LAKE_URI", "CELLGUARD_CATALOG_PATH", "CELLGUARD_MAPPINGS_DIR", "CELLGUARD_BACKEND",
+                      "CELLGUARD_MAX_CLOCK_SKEW_HOURS", "CELLGUARD_EARLIEST_TS", "CELLGUARD_INGEST_MAX_OBJECTS")
+
+
+@pytest.fixture
+def isolate_settings(monkeypatch: pytest.MonkeyPatch):
+    """A function pointing every CellGuard setting at a folder (Data Docs off), whatever the shell exports."""
+
+    def isolate(home: Path, lake_uri: str | None = None) -> Path:
+        for name in CELLGUARD_SETTINGS:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("CELLGUARD_HOME", str(home))
+        monkeypatch.setenv("CELLGUARD_DATA_DOCS", "0")
+        if lake_uri:
+            monkeypatch.setenv("CELLGUARD_LAKE_URI", lake_uri)
+        return home
+
+    return isolate

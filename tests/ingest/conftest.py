@@ -10,16 +10,9 @@ from pipelines.storage.lake import Lake
 
 
 @pytest.fixture(autouse=True)
-def cellguard_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def cellguard_env(tmp_path: Path, isolate_settings) -> Path:
     """Every setting points into tmp_path; Data Docs off unless a test turns them on."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("CELLGUARD_HOME", str(home))
-    monkeypatch.setenv("CELLGUARD_LAKE_URI", (tmp_path / "lake").as_uri())
-    monkeypatch.setenv("CELLGUARD_DATA_DOCS", "0")
-    for name in ("CELLGUARD_CATALOG_PATH", "CELLGUARD_MAPPINGS_DIR", "CELLGUARD_MAX_CLOCK_SKEW_HOURS",
-                 "CELLGUARD_EARLIEST_TS", "CELLGUARD_INGEST_MAX_OBJECTS", "CELLGUARD_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
-    return home
+    return isolate_settings(tmp_path / "home", lake_uri=(tmp_path / "lake").as_uri())
 
 
 @pytest.fixture
