@@ -98,10 +98,10 @@ class Lake:
             if self.fs.get_file_info(tmp).type == pafs.FileType.File:
                 self.fs.delete_file(tmp)
 
-    def write_parquet(self, key: str, table: pa.Table) -> None:
-        """Write a table as one zstd Parquet object, atomically."""
+    def write_parquet(self, key: str, table: pa.Table, options: dict | None = None) -> None:
+        """Write a table as one Parquet object (zstd unless `options` say otherwise), atomically."""
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, **PARQUET_OPTIONS)
+        pq.write_table(table, buffer, **(options or PARQUET_OPTIONS))
         self.write_bytes(key, buffer.getvalue())
 
     def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
