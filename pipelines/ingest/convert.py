@@ -66,18 +66,21 @@ def list_item_metrics(values: np.ndarray, null: np.ndarray, lengths: np.ndarray)
     equal), taken here from the numpy arrays the conversion already has: several times cheaper.
     """
     n = len(lengths)
-    valid_count = np.zeros(n, dtype=np.int64)
-    low, high = np.full(n, np.nan), np.full(n, np.nan)
-    if len(values):
+    if not len(values):
+        return lengths.astype(np.int64), np.zeros(n, dtype=np.int64), np.full(n, np.nan), np.full(n, np.nan)
+    lowest, highest = np.where(null, np.inf, values), np.where(null, -np.inf, values)
+    if lengths.min() == lengths.max():  # the usual case, every frame of the same pack: one 2-D reduction
+        width = int(lengths[0])
+        valid_count = width - null.reshape(n, width).sum(axis=1)
+        low, high = lowest.reshape(n, width).min(axis=1), highest.reshape(n, width).max(axis=1)
+    else:
         starts = np.minimum(np.concatenate(([0], np.cumsum(lengths)[:-1])), len(values) - 1)
-        masked = np.where(null, np.nan, values)
         valid_count = np.add.reduceat(~null, starts).astype(np.int64)
-        with np.errstate(invalid="ignore"):
-            low, high = np.fmin.reduceat(masked, starts), np.fmax.reduceat(masked, starts)
-        empty = lengths == 0
-        valid_count[empty] = 0
-        low[empty | (valid_count == 0)] = np.nan
-        high[empty | (valid_count == 0)] = np.nan
+        low, high = np.minimum.reduceat(lowest, starts), np.maximum.reduceat(highest, starts)
+        valid_count[lengths == 0] = 0
+    low, high = low.astype(np.float64), high.astype(np.float64)
+    low[valid_count == 0] = np.nan
+    high[valid_count == 0] = np.nan
     return lengths.astype(np.int64), valid_count, low, high
 
 
