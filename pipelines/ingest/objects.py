@@ -135,10 +135,25 @@ def convert_objects(loaded: list[LoadedObject], earliest: datetime, latest: date
     return outcomes
 
 
-def same_layout(a: LoadedObject, b: LoadedObject) -> bool:
-    """Objects that can be converted together: same mapping, same columns and types, rows in both."""
-    return (a.mapping is b.mapping and a.batch.table.schema == b.batch.table.schema
-            and a.batch.table.num_rows > 0 and b.batch.table.num_rows > 0)
+def layout_of(item: LoadedObject) -> tuple:
+    """Objects with the same layout (mapping, columns and types) can be converted in one pass."""
+    if item.outcome is not None or not item.batch.table.num_rows:
+        return ("alone", item.info.key)
+    return (item.mapping.name, item.batch.table.schema.to_string(show_schema_metadata=False))
+
+
+def convert_alike(window: list[LoadedObject], earliest: datetime, latest: datetime, now: datetime) -> list[ObjectOutcome]:
+    """Outcomes for a window of loaded objects, in the window's order; objects alike are converted together."""
+    layouts: dict[tuple, list[LoadedObject]] = {}
+    for item in window:
+        layouts.setdefault(layout_of(item), []).append(item)
+    outcomes: dict[str, ObjectOutcome] = {}
+    for items in layouts.values():
+        if items[0].outcome is not None:
+            outcomes[items[0].info.key] = items[0].outcome
+        else:
+            outcomes.update((o.entry.key, o) for o in convert_objects(items, earliest, latest, now))
+    return [outcomes[item.info.key] for item in window]
 
 
 def deduplicate(outcome: ObjectOutcome, keys: LakeKeys) -> None:

@@ -30,10 +30,9 @@ from pipelines.ingest.mapping import load_mappings, source_of
 from pipelines.ingest.objects import (
     LoadedObject,
     ObjectOutcome,
-    convert_objects,
+    convert_alike,
     deduplicate,
     load_object,
-    same_layout,
 )
 from pipelines.schema import FRAME_PARQUET_OPTIONS
 from pipelines.storage.lake import Lake, ObjectInfo
@@ -43,7 +42,7 @@ log = logging.getLogger(__name__)
 QUARANTINE_PREFIX = "quarantine"
 DATA_DOCS_PREFIX = "reports/data_docs"
 CHUNK_FRAMES = 2_000_000  # validate and write in chunks of about this many frames, to bound memory
-GROUP_ROWS = 100_000  # objects alike are converted together up to about this many rows
+WINDOW_ROWS = 100_000  # uploads are converted in windows of about this many rows, those alike together
 WORKERS = min(4, os.cpu_count() or 1)  # Arrow, DuckDB and numpy release the GIL: threads use every core
 
 
@@ -174,9 +173,6 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
         return load_object(info, lake.read_bytes(info.key), mappings.get(source_of(info.key)), sorted(mappings), now, run_id)
 
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ingest") as pool:
-        group: list[LoadedObject] = []
-        group_rows = 0
-
         def flush() -> None:
             nonlocal chunk, chunk_rows
             docs = _validate_chunk(lake, [o for o, _ in chunk], run_id, earliest, latest, settings)
@@ -197,18 +193,20 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
             if chunk_rows >= CHUNK_FRAMES:
                 flush()
 
-        converting: deque[Future] = deque()  # groups being converted, settled in key order
+        converting: deque[Future] = deque()  # windows being converted, settled in key order
+        window: list[LoadedObject] = []
+        window_rows = 0
 
-        def convert_group() -> None:
-            nonlocal group, group_rows
-            if group:
-                converting.append(pool.submit(convert_objects, group, earliest, latest, now))
-            group, group_rows = [], 0
+        def convert_window() -> None:
+            nonlocal window, window_rows
+            if window:
+                converting.append(pool.submit(convert_alike, window, earliest, latest, now))
+            window, window_rows = [], 0
             while len(converting) > WORKERS:
                 settle(converting.popleft().result())
 
-        # Objects are read and parsed in parallel, a few ahead; objects alike are converted together, in
-        # parallel too; dedup and writes follow in key order.
+        # Objects are read and parsed in parallel, a few ahead; within a window of uploads, those alike
+        # are converted together (a window per worker); dedup and writes follow in key order.
         for info, loaded in zip(infos, _ordered(pool, load, infos, ahead=4 * WORKERS), strict=True):
             if loaded is None:  # touched, not changed: note the new stamp, keep the result
                 previous = manifest[info.key]
@@ -218,16 +216,11 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
                 if progress:
                     progress(0, 1)
                 continue
-            if loaded.outcome is not None or (group and not same_layout(group[0], loaded)) or group_rows >= GROUP_ROWS:
-                convert_group()
-            if loaded.outcome is not None:
-                decided: Future = Future()
-                decided.set_result([loaded.outcome])
-                converting.append(decided)
-                continue
-            group.append(loaded)
-            group_rows += loaded.batch.table.num_rows
-        convert_group()
+            window.append(loaded)
+            window_rows += loaded.batch.table.num_rows if loaded.batch is not None else 0
+            if window_rows >= WINDOW_ROWS:
+                convert_window()
+        convert_window()
         while converting:
             settle(converting.popleft().result())
         if chunk:

@@ -182,8 +182,8 @@ def test_object_rejected_for_want_of_a_mapping_is_ingested_once_its_mapping_exis
 def test_objects_converted_together_keep_their_own_counts_vins_and_reasons(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
     """Several small uploads of one layout go through one vectorised pass; each keeps its own verdicts."""
     passes = []
-    convert = ingest_pipeline.convert_objects
-    monkeypatch.setattr(ingest_pipeline, "convert_objects", lambda loaded, *a: passes.append(len(loaded)) or convert(loaded, *a))
+    convert = ingest_objects.convert_objects
+    monkeypatch.setattr(ingest_objects, "convert_objects", lambda loaded, *a: passes.append(len(loaded)) or convert(loaded, *a))
     keys = [
         put_wide_csv(lake, wide_rows(3, start="2026-01-05 08:00:00"), vin=VIN_A),
         put_wide_csv(lake, wide_rows(2, start="2026-01-05 09:00:00") + wide_rows(1, start="2026-01-05 09:00:00"), vin=VIN_B),
