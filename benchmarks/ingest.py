@@ -42,7 +42,7 @@ def _simulate(root: Path, vehicles: int, case: str) -> tuple[int, float, int]:
     return summary.frames + summary.duplicates_written, time.perf_counter() - started, summary.files
 
 
-def _ingest(root: Path, case: str) -> tuple[int, float]:
+def _ingest(root: Path, case: str) -> tuple[int, float, dict[str, float]]:
     os.environ["CELLGUARD_HOME"] = str(root / case)
     os.environ["CELLGUARD_INGEST_MAX_OBJECTS"] = "100000"
     settings = load_settings()
@@ -50,7 +50,7 @@ def _ingest(root: Path, case: str) -> tuple[int, float]:
     summary = ingest_pending(settings=settings)
     seconds = time.perf_counter() - started
     assert summary.reconciles(), "counts must reconcile"
-    return summary.rows_in, seconds
+    return summary.rows_in, seconds, summary.stage_seconds
 
 
 def main() -> None:
@@ -69,12 +69,13 @@ def main() -> None:
     # Warm up Great Expectations' import (~7 s once per process) so it is not billed to the first format.
     from pipelines.quality import runner  # noqa: F401
 
-    rows = []
+    rows, breakdown = [], []
     for case in CASES:
         frames, sim_seconds, files = _simulate(root, vehicles, case)
         size_mb = sum(p.stat().st_size for p in (root / case / "lake" / "landing").rglob("*") if p.is_file()) / 1e6
-        ingested, ingest_seconds = _ingest(root, case)
+        ingested, ingest_seconds, stages = _ingest(root, case)
         rows.append((case, frames, files, size_mb, sim_seconds, ingested, ingest_seconds))
+        breakdown.append((case, ingest_seconds, stages))
 
     print()
     print("| batch | frames | files | landing MB | simulate frames/s (incl. writing) | ingest frames/s | target |")
@@ -83,6 +84,12 @@ def main() -> None:
         target = "≥ 150k" if case == "csv" else "≥ 400k"
         print(f"| {case} | {ingested:,} | {files:,} | {size_mb:,.0f} | {frames / sim_s:,.0f} | "
               f"{ingested / ing_s:,.0f} | {target} |")
+    print("\nIngest stages, seconds summed over threads (wall clock in the first column):")
+    names = sorted({name for _, _, stages in breakdown for name in stages})
+    print("| batch | wall | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for case, wall, stages in breakdown:
+        print(f"| {case} | {wall:.1f} | " + " | ".join(f"{stages.get(n, 0):.1f}" for n in names) + " |")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak resident memory: {peak_mb:,.0f} MB; cores: {os.cpu_count()}")
     if args.workdir is None:

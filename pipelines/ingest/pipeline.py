@@ -5,10 +5,13 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -67,6 +70,18 @@ class IngestSummary:
     touched_dates: list[str] = field(default_factory=list)
     data_docs: str | None = None
     entries: list[ManifestEntry] = field(default_factory=list)
+    # Seconds spent per stage, summed over threads (for benchmarks/ingest.py's breakdown).
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
 
     def add(self, entry: ManifestEntry) -> None:
         self.objects += 1
@@ -170,14 +185,24 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
     def load(info: ObjectInfo) -> LoadedObject | None:
         if info.key in touched:
             return None
-        return load_object(info, lake.read_bytes(info.key), mappings.get(source_of(info.key)), sorted(mappings), now, run_id)
+        with summary.timed("read and parse"):
+            return load_object(info, lake.read_bytes(info.key), mappings.get(source_of(info.key)), sorted(mappings), now, run_id)
+
+    def convert(window: list[LoadedObject]) -> list[ObjectOutcome]:
+        with summary.timed("map and check"):
+            return convert_alike(window, earliest, latest, now)
+
+    def write(pair: tuple[ObjectOutcome, ManifestEntry | None]) -> None:
+        with summary.timed("write"):
+            _write_outcome(lake, *pair)
 
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ingest") as pool:
         def flush() -> None:
             nonlocal chunk, chunk_rows
-            docs = _validate_chunk(lake, [o for o, _ in chunk], run_id, earliest, latest, settings)
+            with summary.timed("great expectations"):
+                docs = _validate_chunk(lake, [o for o, _ in chunk], run_id, earliest, latest, settings)
             summary.data_docs = docs or summary.data_docs
-            list(pool.map(lambda pair: _write_outcome(lake, *pair), chunk))
+            list(pool.map(write, chunk))
             for outcome, _ in chunk:
                 summary.add(outcome.entry)
             chunk, chunk_rows = [], 0
@@ -185,7 +210,8 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
         def settle(outcomes: list[ObjectOutcome]) -> None:
             nonlocal chunk_rows
             for outcome in outcomes:
-                deduplicate(outcome, lake_keys)
+                with summary.timed("dedup"):
+                    deduplicate(outcome, lake_keys)
                 chunk.append((outcome, manifest.get(outcome.entry.key)))
                 chunk_rows += outcome.entry.rows_in
                 if progress:
@@ -200,7 +226,7 @@ def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, k
         def convert_window() -> None:
             nonlocal window, window_rows
             if window:
-                converting.append(pool.submit(convert_alike, window, earliest, latest, now))
+                converting.append(pool.submit(convert, window))
             window, window_rows = [], 0
             while len(converting) > WORKERS:
                 settle(converting.popleft().result())

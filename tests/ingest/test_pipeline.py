@@ -200,3 +200,10 @@ def test_objects_converted_together_keep_their_own_counts_vins_and_reasons(lake:
     vins = {r["vin"] for r in frames(lake).to_pylist()}
     assert vins == {VIN_A, VIN_B}
     assert [r["row_number"] for r in quarantine_rows(lake, keys[2])] == [2, 3, 4]
+
+
+def test_summary_times_every_stage(lake: Lake) -> None:
+    put(lake, landing_key(), native_csv_bytes(native_rows(3)))
+    summary = run_ingest(lake)
+    assert set(summary.stage_seconds) == {"read and parse", "map and check", "dedup", "great expectations", "write"}
+    assert all(seconds >= 0 for seconds in summary.stage_seconds.values())
