@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import threading
 import time
@@ -39,8 +38,6 @@ from pipelines.ingest.objects import (
 )
 from pipelines.schema import FRAME_PARQUET_OPTIONS
 from pipelines.storage.lake import Lake, ObjectInfo
-
-log = logging.getLogger(__name__)
 
 QUARANTINE_PREFIX = "quarantine"
 DATA_DOCS_PREFIX = "reports/data_docs"
