@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.ingest.dedup import vin_ranks
 from pipelines.ingest.rejections import Rejections
 from pipelines.quality.rules import RANGE_RULES, REQUIRED_COLUMNS, SET_RULES, VIN_PATTERN, frame_metrics
 
@@ -20,9 +21,11 @@ def _numpy(table: pa.Table, column: str) -> np.ndarray:
 def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, latest: datetime,
                  list_metrics: dict | None = None, object_ids: np.ndarray | None = None) -> pa.Table:
     """Reject rows that break a contract rule; each keeps the first rule it broke. Returns the frame metrics."""
-    vin = _numpy(frames, "vin")
-    vin_ok = pc.fill_null(pc.match_substring_regex(frames["vin"], VIN_PATTERN), False).to_numpy(zero_copy_only=False)
-    rejections.add(~vin_ok, "vin_format", "vin", vin,
+    # The pattern is matched once per distinct VIN, not once per frame.
+    encoded = pc.dictionary_encode(frames["vin"].combine_chunks())
+    valid_vin = pc.fill_null(pc.match_substring_regex(encoded.dictionary, VIN_PATTERN), False).to_numpy(zero_copy_only=False)
+    vin_ok = np.append(valid_vin, False)[pc.fill_null(encoded.indices, len(valid_vin)).to_numpy(zero_copy_only=False)]
+    rejections.add(~vin_ok, "vin_format", "vin", lambda rows: frames["vin"].take(pa.array(rows)).to_pylist(),
                    "VIN '{value}' is not 17 characters of A–Z (no I, O, Q) and 0–9")
 
     ts = frames["ts"]
@@ -58,23 +61,30 @@ def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, l
         rejections.add(bad, rule.name, rule.column, values, f"{rule.column} = {{value}} is not one of {rule.allowed} ({rule.meaning})")
 
     objects = object_ids if object_ids is not None else np.zeros(frames.num_rows, dtype=np.int64)
-    _check_cell_count_stable(vin, objects, _numpy(metrics, "cell_count"), rejections)
+    _check_cell_count_stable(frames["vin"], objects, _numpy(metrics, "cell_count"), rejections)
     return metrics
 
 
-def _check_cell_count_stable(vin: np.ndarray, objects: np.ndarray, cell_count: np.ndarray, rejections: Rejections) -> None:
+def _check_cell_count_stable(vin: pa.ChunkedArray, objects: np.ndarray, cell_count: np.ndarray, rejections: Rejections) -> None:
     """A pack does not change its number of cells mid-file: rows off the vehicle's usual count in that file
     (landing object) are rejected."""
     alive = ~rejections.rejected
     if not alive.any():
         return
-    rows = pd.DataFrame({"object": objects, "vin": vin, "cells": cell_count})
-    counted = rows[alive].groupby(["object", "vin", "cells"], sort=False).size().rename("n").reset_index()
-    usual = counted.sort_values(["n", "cells"], ascending=[False, True]).drop_duplicates(["object", "vin"])
-    expected = rows.merge(usual[["object", "vin", "cells"]].rename(columns={"cells": "usual"}), how="left",
-                          on=["object", "vin"])["usual"].fillna(-1).to_numpy().astype(np.int64)
+    ranks = vin_ranks(vin)
+    groups, group_of = np.unique(objects * (int(ranks.max()) + 1) + ranks, return_inverse=True)
+    lowest, highest = np.full(len(groups), np.iinfo(np.int64).max), np.full(len(groups), -1)
+    np.minimum.at(lowest, group_of[alive], cell_count[alive])
+    np.maximum.at(highest, group_of[alive], cell_count[alive])
+    if ((lowest == highest) | (highest == -1)).all():  # the usual window: one count per vehicle and file
+        return
+    rows = pd.DataFrame({"group": group_of, "cells": cell_count})
+    counted = rows[alive].groupby(["group", "cells"], sort=False).size().rename("n").reset_index()
+    usual = counted.sort_values(["n", "cells"], ascending=[False, True]).drop_duplicates("group")
+    expected = rows.merge(usual[["group", "cells"]].rename(columns={"cells": "usual"}), how="left",
+                          on="group")["usual"].fillna(-1).to_numpy().astype(np.int64)
     off = alive & (cell_count != expected)
-    reasons = np.empty(len(vin), dtype=object)
+    reasons = np.empty(len(cell_count), dtype=object)
     reasons[off] = [f"frame has {n} cell voltages; this vehicle's other frames in the file have {e}"
                     for n, e in zip(cell_count[off], expected[off], strict=True)]
     rejections.add(off, "cell_count_changed", "cell_mv", cell_count.astype(str), reasons)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -59,29 +60,44 @@ class MappedBatch:
     segment_warnings: list[list[str]] = field(default_factory=list)  # per object
 
 
-def list_item_metrics(values: np.ndarray, null: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+def _runs_of_equal_length(lengths: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first row, end row, items per row) for each run of consecutive rows with the same item count."""
+    change = np.flatnonzero(np.diff(lengths)) + 1
+    bounds = np.concatenate(([0], change, [len(lengths)]))
+    return [(int(a), int(b), int(lengths[a])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def list_item_metrics(values: np.ndarray, null: np.ndarray | None, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per row: item count, valid item count, min and max of valid items (NaN where none), from flat items.
 
-    Same figures as `quality.rules.frame_metrics` computes from the finished frames (a test holds them
-    equal), taken here from the numpy arrays the conversion already has: several times cheaper.
+    `null` is None when no item is null. Same figures as `quality.rules.frame_metrics` computes from the
+    finished frames (a test holds them equal), taken here from the numpy arrays the conversion already has.
+    Rows come in runs of one pack size (an upload is one vehicle), so each run is one 2-D reduction; rows
+    holding a null item, rare, are then redone with their nulls masked.
     """
     n = len(lengths)
-    if not len(values):
-        return lengths.astype(np.int64), np.zeros(n, dtype=np.int64), np.full(n, np.nan), np.full(n, np.nan)
-    lowest, highest = np.where(null, np.inf, values), np.where(null, -np.inf, values)
-    if lengths.min() == lengths.max():  # the usual case, every frame of the same pack: one 2-D reduction
-        width = int(lengths[0])
-        valid_count = width - null.reshape(n, width).sum(axis=1)
-        low, high = lowest.reshape(n, width).min(axis=1), highest.reshape(n, width).max(axis=1)
-    else:
-        starts = np.minimum(np.concatenate(([0], np.cumsum(lengths)[:-1])), len(values) - 1)
-        valid_count = np.add.reduceat(~null, starts).astype(np.int64)
-        low, high = np.minimum.reduceat(lowest, starts), np.maximum.reduceat(highest, starts)
-        valid_count[lengths == 0] = 0
-    low, high = low.astype(np.float64), high.astype(np.float64)
-    low[valid_count == 0] = np.nan
-    high[valid_count == 0] = np.nan
-    return lengths.astype(np.int64), valid_count, low, high
+    lengths = lengths.astype(np.int64)
+    low, high = np.full(n, np.nan), np.full(n, np.nan)
+    valid_count = lengths.copy()
+    starts = np.concatenate(([0], np.cumsum(lengths)))
+    for first, end, width in _runs_of_equal_length(lengths):
+        if width:
+            block = values[starts[first]:starts[end]].reshape(end - first, width)
+            low[first:end], high[first:end] = block.min(axis=1), block.max(axis=1)
+    if null is not None:
+        item_rows = np.repeat(np.arange(n), lengths)
+        null_rows = np.unique(item_rows[null])
+        valid_count -= np.bincount(item_rows[null], minlength=n)
+        row_lengths = lengths[null_rows]
+        row_starts = np.concatenate(([0], np.cumsum(row_lengths)[:-1]))
+        items = np.repeat(starts[null_rows] - row_starts, row_lengths) + np.arange(row_lengths.sum())
+        masked = values[items].astype(np.float64)
+        masked_null = null[items]
+        low[null_rows] = np.minimum.reduceat(np.where(masked_null, np.inf, masked), row_starts)
+        high[null_rows] = np.maximum.reduceat(np.where(masked_null, -np.inf, masked), row_starts)
+        none_valid = valid_count == 0
+        low[none_valid], high[none_valid] = np.nan, np.nan
+    return lengths, valid_count, low, high
 
 
 def to_float(array: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,8 +135,11 @@ def _is_sentinel(values: np.ndarray, sentinels: tuple[float, ...]) -> np.ndarray
     return hit
 
 
-def _raw_values(raw: pa.Table, column: str) -> np.ndarray:
-    return raw[column].to_numpy(zero_copy_only=False) if column in raw.column_names else np.full(raw.num_rows, None)
+def _raw_values(raw: pa.Table, column: str) -> Callable[[np.ndarray], list]:
+    """The source values of given rows, looked up only for rows that are rejected."""
+    if column not in raw.column_names:
+        return lambda rows: [None] * len(rows)
+    return lambda rows: raw[column].take(pa.array(rows)).to_pylist()
 
 
 def map_vin(raw: pa.Table, mapping: Mapping, segments: Segments, rejections: Rejections) -> pa.Array:
@@ -207,6 +226,11 @@ def map_scalar(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejection
     return pa.array(values, target, mask=null)
 
 
+def _integer_dtype(arrow_type: pa.DataType) -> type:
+    """Integer list items stay integers (no float round trip); int32 holds every mV and °C code exactly."""
+    return np.int32 if arrow_type.bit_width < 32 or arrow_type == pa.int32() else np.int64
+
+
 def _list_matrix(raw: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A list column as flat values plus row offsets: (values, missing, unparseable, lengths)."""
     array = raw[column]
@@ -222,19 +246,31 @@ def _list_matrix(raw: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray, np
         array = pa.array([parse(t) for t in array.to_pylist()], pa.list_(pa.string()))
     lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = pc.list_flatten(array)
-    if pa.types.is_integer(flat.type) and flat.null_count == 0:  # the usual list<uint16>: no parsing to do
-        values = flat.to_numpy().astype(LIST_ITEM_FLOAT)
-        return values, np.zeros(len(values), dtype=bool), np.zeros(len(values), dtype=bool), lengths
+    if pa.types.is_integer(flat.type):  # the usual list<uint16>: no parsing to do
+        missing = pc.is_null(flat).to_numpy(zero_copy_only=False) if flat.null_count else np.zeros(len(flat), dtype=bool)
+        values = pc.fill_null(flat, 0) if flat.null_count else flat
+        return values.to_numpy().astype(_integer_dtype(flat.type)), missing, np.zeros(len(flat), dtype=bool), lengths
     values, missing, unparseable = to_float(flat)
     return values.astype(LIST_ITEM_FLOAT), missing, unparseable, lengths
 
 
 def _wide_matrix(raw: pa.Table, columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Wide columns V_1..V_n as flat values plus row lengths; a row ends at its last non-empty column."""
-    parsed = [to_float(raw[c]) for c in columns]
-    values = np.column_stack([p[0].astype(LIST_ITEM_FLOAT) for p in parsed])
-    missing = np.column_stack([p[1] for p in parsed])
-    unparseable = np.column_stack([p[2] for p in parsed])
+    arrays = [raw[c].combine_chunks() for c in columns]
+    if all(pa.types.is_integer(a.type) or pa.types.is_null(a.type) for a in arrays):
+        # The usual export: whole numbers, so no parsing. Row-major flattening of the (rows × columns) matrix
+        # is already the list layout; files of smaller packs concatenated with larger ones end in empty cells.
+        values = np.column_stack([(pc.fill_null(a, 0) if a.null_count else a).cast(pa.int64()).to_numpy() for a in arrays])
+        if not any(a.null_count for a in arrays):
+            no_flags = np.zeros(values.size, dtype=bool)
+            return values.reshape(-1), no_flags, no_flags, np.full(len(values), values.shape[1], dtype=np.int64)
+        missing = np.column_stack([pc.is_null(a).to_numpy(zero_copy_only=False) for a in arrays])
+        unparseable = np.zeros(values.shape, dtype=bool)
+    else:
+        parsed = [to_float(a) for a in arrays]
+        values = np.column_stack([p[0].astype(LIST_ITEM_FLOAT) for p in parsed])
+        missing = np.column_stack([p[1] for p in parsed])
+        unparseable = np.column_stack([p[2] for p in parsed])
     present = ~missing
     lengths = np.where(present.any(axis=1), values.shape[1] - np.argmax(present[:, ::-1], axis=1), 0)
     keep = np.arange(values.shape[1])[None, :] < lengths[:, None]
@@ -273,15 +309,17 @@ def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections,
     else:
         return pa.nulls(raw.num_rows, FRAME_SCHEMA.field(name).type)
     unit_suffix = {"cell_mv": "mv", "probe_temp_c": "c"}
+    integer = values.dtype.kind in "iu"  # whole numbers throughout: no float passes over ~100 items a frame
     item = lambda flags: _rows_with(flags, lengths)  # noqa: E731
-    for flags, rule, text in (
-        (unparseable, "number_format", "is not a number"),
-        (~missing & ~unparseable & ~np.isfinite(values), "finite", "is not a finite number"),
-    ):
+    checks = [(unparseable, "number_format", "is not a number")]
+    if not integer:
+        checks.append((~missing & ~unparseable & ~np.isfinite(values), "finite", "is not a finite number"))
+    for flags, rule, text in checks:
         rows, first = item(flags)
         shown = [f"{source}[{first[i] + 1}]" for i in range(len(rows))] if rows.any() else [""] * len(rows)
         rejections.add(rows, rule, name, shown, f"{{value}} {text}")
     invalid = tuple(spec.invalid)
+    any_missing = bool(missing.any())
     if name == "probe_temp_c":
         # Whether probes are raw GB/T codes (°C + 40) is a property of each file, decided object by object.
         item_starts = np.concatenate(([0], np.cumsum(lengths)))[segments.starts]
@@ -293,25 +331,36 @@ def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections,
             codes.append(is_code)
             if spec.encoding == "auto":
                 warnings[index].append(f"{source}: probe temperatures read as {'GB/T codes (°C + 40)' if is_code else '°C'}")
-        is_code_item = np.repeat(np.array(codes), np.diff(item_starts))
         # The invalid markers are given as codes; in a °C file they read 40 lower.
         invalid_celsius = tuple(v - GBT_TEMPERATURE_OFFSET_C for v in invalid)
-        sentinel = ~missing & np.where(is_code_item, _is_sentinel(values, invalid), _is_sentinel(values, invalid_celsius))
+        if all(codes):
+            sentinel, offset = _is_sentinel(values, invalid), GBT_TEMPERATURE_OFFSET_C
+        elif not any(codes):
+            sentinel, offset = _is_sentinel(values, invalid_celsius), 0
+        else:
+            is_code_item = np.repeat(np.array(codes), np.diff(item_starts))
+            sentinel = np.where(is_code_item, _is_sentinel(values, invalid), _is_sentinel(values, invalid_celsius))
+            offset = GBT_TEMPERATURE_OFFSET_C * is_code_item
+        values = values - offset
+        rule = "probe_temp_range"
     else:
-        sentinel = ~missing & _is_sentinel(values, invalid)
+        sentinel = _is_sentinel(values, invalid)
+        if spec.unit == "V":
+            values = values * 1000.0
+        rule = "cell_mv_range"
+    if any_missing:
+        sentinel &= ~missing
     if sentinel.any():
         item_rows = np.repeat(np.arange(len(lengths)), lengths)
         sentinels[name] = np.bincount(item_rows[sentinel], minlength=len(lengths))
-    if name == "cell_mv":
-        values = values * (1000.0 if spec.unit == "V" else 1.0)
-        rule = "cell_mv_range"
+    if integer:
+        null = (missing | sentinel) if any_missing else sentinel
     else:
-        values = values - GBT_TEMPERATURE_OFFSET_C * is_code_item
-        rule = "probe_temp_range"
-    values = np.round(values)
-    null = missing | unparseable | sentinel | ~np.isfinite(values)
+        values = np.round(values)
+        null = missing | unparseable | sentinel | ~np.isfinite(values)
     low, high = _RULE_BOUNDS[rule]
-    outside = ~null & ((values < low) | (values > high))
+    outside = (values < low) | (values > high)
+    outside &= ~null
     rows, first = item(outside)
     if rows.any():
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
@@ -319,12 +368,14 @@ def map_list(raw: pa.Table, name: str, mapping: Mapping, rejections: Rejections,
         shown = [f"{source}[{first[i] + 1}] = {values[starts[i] + first[i]]:g} {unit}" if rows[i] else "" for i in range(len(rows))]
         rejections.add(rows, rule, name, shown, f"{{value}} is outside {low:g}…{high:g} {unit}")
     null |= outside
+    any_null = bool(null.any())
     prefix = "cell" if name == "cell_mv" else "probe"
-    count, valid_count, low_seen, high_seen = list_item_metrics(values, null, lengths)
+    count, valid_count, low_seen, high_seen = list_item_metrics(values, null if any_null else None, lengths)
     metrics.update({f"{prefix}_count": count, f"{prefix}_valid_count": valid_count,
                     f"{prefix}_min_{unit_suffix[name]}": low_seen, f"{prefix}_max_{unit_suffix[name]}": high_seen})
     item_type = FRAME_SCHEMA.field(name).type.value_type
-    flat = pa.array(np.where(null, 0, values).astype(item_type.to_pandas_dtype()), item_type, mask=null)
+    items = np.where(null, 0, values) if any_null else values
+    flat = pa.array(items.astype(item_type.to_pandas_dtype(), copy=False), item_type, mask=null if any_null else None)
     offsets = pa.array(np.concatenate(([0], np.cumsum(lengths))).astype(np.int32))
     return pa.ListArray.from_arrays(offsets, flat)
 

@@ -26,31 +26,47 @@ def partition_key(date: str, source_id: str) -> str:
     return f"{FRAMES_PREFIX}/dt={date}/{source_id}.parquet"
 
 
-def _one_vin(vin: np.ndarray) -> bool:
+def one_vin(vin: np.ndarray) -> bool:
     """The usual upload holds one vehicle: then (vin, ts) keys reduce to timestamps, without pandas."""
     return len(vin) > 0 and bool((vin == vin[0]).all())
 
 
 def _groups(dates: np.ndarray, vin: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
     """(date, vin, row indexes) for each date and vehicle among the rows."""
-    if _one_vin(vin):
-        return [(date, vin[0], np.flatnonzero(dates == date)) for date in np.unique(dates)]
+    if one_vin(vin):
+        codes, names = pd.factorize(dates)  # hashing, not sorting, the few distinct dates
+        if len(names) == 1:
+            return [(names[0], vin[0], np.arange(len(vin)))]
+        return [(date, vin[0], np.flatnonzero(codes == code)) for code, date in enumerate(names)]
     frame = pd.DataFrame({"date": dates, "vin": vin})
     return [(date, one_vin, rows.to_numpy()) for (date, one_vin), rows in frame.groupby(["date", "vin"], sort=False).groups.items()]
 
 
-def duplicates_within(vin: np.ndarray, ts_ms: np.ndarray, alive: np.ndarray) -> np.ndarray:
-    """Rows (among `alive`) whose (vin, ts) appeared in an earlier alive row of the same batch."""
-    if alive.all() and _one_vin(vin):
-        first = np.zeros(len(ts_ms), dtype=bool)
-        first[np.unique(ts_ms, return_index=True)[1]] = True
-        return ~first
-    frame = pd.DataFrame({"vin": vin, "ts": ts_ms})
-    dup = frame.duplicated(keep="first").to_numpy() if alive.all() else np.zeros(len(vin), dtype=bool)
-    if not alive.all():
-        index = np.flatnonzero(alive)
-        dup[index] = frame.iloc[index].duplicated(keep="first").to_numpy()
-    return dup & alive
+def vin_ranks(vin: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Each row's VIN as its place in sorted order, through the (small) dictionary of distinct VINs."""
+    encoded = pc.dictionary_encode(vin.combine_chunks() if isinstance(vin, pa.ChunkedArray) else vin)
+    dictionary = encoded.dictionary.to_numpy(zero_copy_only=False).astype(str)
+    if not len(dictionary):  # no VIN at all: those rows are rejected anyway
+        return np.zeros(len(encoded), dtype=np.int64)
+    ranks = np.argsort(np.argsort(dictionary, kind="stable"), kind="stable")
+    return ranks[pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)]
+
+
+def file_order(vin_rank: np.ndarray, ts_ms: np.ndarray, objects: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kept rows in (object, vin, ts) order without repeats within their object, and which rows repeated.
+
+    A repeat is a (vin, ts) its file already delivered: the sort is stable, so the file's first one wins.
+    """
+    alive = np.flatnonzero(keep)
+    if not len(alive):
+        return alive, np.zeros(len(keep), dtype=bool)
+    vin, ts, obj = vin_rank[alive], ts_ms[alive], objects[alive]
+    order = np.lexsort((ts, vin, obj))
+    vin, ts, obj, rows = vin[order], ts[order], obj[order], alive[order]
+    repeat = np.concatenate(([False], (obj[1:] == obj[:-1]) & (vin[1:] == vin[:-1]) & (ts[1:] == ts[:-1])))
+    repeated = np.zeros(len(keep), dtype=bool)
+    repeated[rows[repeat]] = True
+    return rows[~repeat], repeated
 
 
 class LakeKeys:

@@ -8,10 +8,11 @@ from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.ingest.checks import check_frames
 from pipelines.ingest.convert import Segments, apply_mapping
-from pipelines.ingest.dedup import LakeKeys, duplicates_within, utc_dates
+from pipelines.ingest.dedup import LakeKeys, file_order, utc_dates, vin_ranks
 from pipelines.ingest.manifest import ManifestEntry, sha256_of, source_id_for
 from pipelines.ingest.mapping import Mapping, source_of
 from pipelines.ingest.readers import RawBatch, UnreadableObject, read_object
@@ -85,7 +86,7 @@ def convert_objects(loaded: list[LoadedObject], earliest: datetime, latest: date
     Duplicates against other objects are settled afterwards, in key order, by `deduplicate`.
     """
     mapping = loaded[0].mapping
-    raw = pa.concat_tables([item.batch.table for item in loaded])
+    raw = pa.concat_tables([item.batch.table for item in loaded], promote_options="permissive")
     segments = Segments([item.info.key for item in loaded],
                         np.concatenate(([0], np.cumsum([item.batch.table.num_rows for item in loaded]))))
     rejections = Rejections(raw.num_rows)
@@ -110,12 +111,22 @@ def convert_objects(loaded: list[LoadedObject], earliest: datetime, latest: date
         metrics = check_frames(frames, rejections, earliest, latest, mapped.list_metrics, segments.ids)
 
     keep = ~rejections.rejected
-    accepted, accepted_metrics = (frames.filter(pa.array(keep)), metrics.filter(pa.array(keep))) if frames is not None else (None, None)
-    kept_before = np.concatenate(([0], np.cumsum(keep)))  # accepted rows of object i: kept_before[start_i]..[stop_i]
+    if frames is None:
+        rows, repeated = np.flatnonzero(keep), np.zeros(len(keep), dtype=bool)
+        accepted = accepted_metrics = None
+    else:
+        ts_ms = pc.fill_null(frames["ts"].cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+        rows, repeated = file_order(vin_ranks(frames["vin"]), ts_ms, segments.ids, keep)
+        if len(rows) == frames.num_rows and (rows[1:] > rows[:-1]).all():  # the usual window: nothing to copy
+            accepted, accepted_metrics = frames, metrics
+        else:  # one `take` drops rejected and repeated rows and sorts: list columns are copied once
+            accepted, accepted_metrics = frames.take(pa.array(rows)), metrics.take(pa.array(rows))
+    # Kept rows are grouped by object, in object order: object i's are kept_before[i]..kept_before[i + 1].
+    kept_before = np.searchsorted(segments.ids[rows], np.arange(len(loaded) + 1))
     outcomes = []
     for index, item in enumerate(loaded):
         start, stop = int(segments.starts[index]), int(segments.starts[index + 1])
-        first, last = int(kept_before[start]), int(kept_before[stop])
+        first, last = int(kept_before[index]), int(kept_before[index + 1])
         entry, batch = item.entry, item.batch
         quarantine = rejections.to_table(raw, entry.key, entry.source_id, batch.row_numbers, now, start, stop)
         if batch.bad_lines:
@@ -123,6 +134,7 @@ def convert_objects(loaded: list[LoadedObject], earliest: datetime, latest: date
             quarantine = pa.concat_tables([lines, quarantine])
         entry.rows_in = batch.rows_in
         entry.accepted = last - first if accepted is not None else 0
+        entry.duplicates = int(repeated[start:stop].sum())
         entry.quarantined = rejections.count_in(start, stop) + len(batch.bad_lines)
         entry.rejected_by_rule = rejections.by_rule(start, stop)
         if batch.bad_lines:
@@ -139,7 +151,12 @@ def layout_of(item: LoadedObject) -> tuple:
     """Objects with the same layout (mapping, columns and types) can be converted in one pass."""
     if item.outcome is not None or not item.batch.table.num_rows:
         return ("alone", item.info.key)
-    return (item.mapping.name, item.batch.table.schema.to_string(show_schema_metadata=False))
+    # Files of one layout may differ in column types (a CSV column of whole numbers one day, decimals the
+    # next) and in how many wide cell and probe columns they have (pack sizes): concatenation promotes types
+    # and pads missing wide columns with empty cells, which every conversion accepts.
+    names = item.batch.table.column_names
+    wide = {c for spec in (item.mapping.cells, item.mapping.probes) for c in spec.wide_columns(names)}
+    return (item.mapping.name, tuple(n for n in names if n not in wide), bool(wide))
 
 
 def convert_alike(window: list[LoadedObject], earliest: datetime, latest: datetime, now: datetime) -> list[ObjectOutcome]:
@@ -151,39 +168,39 @@ def convert_alike(window: list[LoadedObject], earliest: datetime, latest: dateti
     for items in layouts.values():
         if items[0].outcome is not None:
             outcomes[items[0].info.key] = items[0].outcome
-        else:
-            outcomes.update((o.entry.key, o) for o in convert_objects(items, earliest, latest, now))
+            continue
+        try:
+            converted = convert_objects(items, earliest, latest, now)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # types that do not promote (numbers and text): one by one
+            converted = [o for item in items for o in convert_objects([item], earliest, latest, now)]
+        outcomes.update((o.entry.key, o) for o in converted)
     return [outcomes[item.info.key] for item in window]
 
 
 def deduplicate(outcome: ObjectOutcome, keys: LakeKeys) -> None:
-    """Drop frames already in the file, the lake or an earlier object of this run; settle counts and status."""
+    """Drop frames the lake or an earlier object of this run already holds; settle counts and status.
+
+    Repeats within the object were dropped when it was converted; frames stay in (vin, ts) order.
+    """
     entry, accepted = outcome.entry, outcome.frames
     if accepted is not None:
         vin = accepted["vin"].to_numpy(zero_copy_only=False)
         ts_ms = accepted["ts"].cast(pa.int64()).to_numpy(zero_copy_only=False)
         dates = utc_dates(accepted["ts"])
-        dup = duplicates_within(vin, ts_ms, np.ones(len(vin), dtype=bool)) | keys.seen(dates, vin, ts_ms)
-        keep = ~dup
-        vin, ts_ms, dates = vin[keep], ts_ms[keep], dates[keep]
+        seen = keys.seen(dates, vin, ts_ms)
+        if seen.any():  # a re-delivery: rare, so the copy is too
+            kept = ~seen
+            vin, ts_ms, dates = vin[kept], ts_ms[kept], dates[kept]
+            outcome.frames, outcome.metrics = accepted.filter(pa.array(kept)), outcome.metrics.filter(pa.array(kept))
         keys.add(dates, vin, ts_ms)
-        entry.duplicates, entry.accepted = int(dup.sum()), int(keep.sum())
+        entry.duplicates += int(seen.sum())
+        entry.accepted = len(vin)
         entry.dates = sorted(set(dates.tolist()))
         if not entry.accepted:
             outcome.frames = outcome.metrics = None
-        else:
-            if not keep.all():
-                accepted, outcome.metrics = accepted.filter(pa.array(keep)), outcome.metrics.filter(pa.array(keep))
-            # Files are written in (vin, ts) order; most uploads already are, and sorting list columns is costly.
-            outcome.frames = accepted if _in_key_order(vin, ts_ms) else accepted.sort_by([("vin", "ascending"), ("ts", "ascending")])
     if entry.error is None or entry.rows_in:
         entry.status = _status(entry)
     if entry.status == "rejected" and entry.error is None and outcome.quarantine.num_rows:
         entry.error = outcome.quarantine["reason"][0].as_py()
 
 
-def _in_key_order(vin: np.ndarray, ts_ms: np.ndarray) -> bool:
-    if len(ts_ms) < 2:
-        return True
-    same_vin = vin[1:] == vin[:-1]
-    return bool(((vin[1:] > vin[:-1]) | (same_vin & (ts_ms[1:] >= ts_ms[:-1]))).all())

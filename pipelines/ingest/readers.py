@@ -83,6 +83,8 @@ def _split_invalid_utf8(data: bytes) -> tuple[bytes, list[BadLine], np.ndarray |
 
     Also returns, when lines were dropped, the original line number of every kept line.
     """
+    if data.isascii():  # the usual upload: checked in C, without decoding into a str
+        return data, [], None
     try:
         data.decode("utf-8")
         return data, [], None
@@ -198,7 +200,8 @@ def read_jsonl(data: bytes) -> RawBatch:
 def read_parquet(data: bytes) -> RawBatch:
     """Parse a Parquet file (row-level damage cannot be isolated in Parquet: the file is read or rejected)."""
     try:
-        return RawBatch(pq.read_table(io.BytesIO(data)), "parquet", [], data_line_offset=0)
+        # ParquetFile.read skips the dataset layer of read_table: half the cost per small upload.
+        return RawBatch(pq.ParquetFile(pa.BufferReader(data)).read(), "parquet", [], data_line_offset=0)
     except (pa.ArrowException, OSError) as exc:
         raise UnreadableObject(f"Parquet reader: {exc}") from exc
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipelines.ingest.dedup import LakeKeys, duplicates_within, partition_key, utc_dates
+from pipelines.ingest.dedup import LakeKeys, file_order, partition_key, utc_dates, vin_ranks
 from pipelines.ingest.manifest import source_id_for
 
 from .builders import (
@@ -28,13 +28,22 @@ from .builders import (
 )
 
 
-def test_duplicates_within_keeps_the_first_alive_row() -> None:
-    vin = np.array(["A", "A", "B", "A", "A"], dtype=object)
-    ts = np.array([1, 1, 1, 2, 1])
-    assert duplicates_within(vin, ts, np.ones(5, dtype=bool)).tolist() == [False, True, False, False, True]
-    # a rejected first copy does not make the next one a duplicate
-    alive = np.array([False, True, True, True, True])
-    assert duplicates_within(vin, ts, alive).tolist() == [False, False, False, False, True]
+def test_file_order_sorts_kept_rows_and_keeps_each_files_first_copy() -> None:
+    vin_rank = np.array([1, 1, 0, 1, 1, 1])
+    ts = np.array([5, 5, 9, 2, 5, 5])
+    objects = np.array([0, 0, 0, 0, 1, 1])
+    rows, repeated = file_order(vin_rank, ts, objects, np.ones(6, dtype=bool))
+    # object 0: vin 0 first, then vin 1 by time; row 1 repeats row 0; object 1 keeps its own first copy
+    assert rows.tolist() == [2, 3, 0, 4]
+    assert repeated.tolist() == [False, True, False, False, False, True]
+    # a rejected first copy does not make the next one a repeat
+    rows, repeated = file_order(vin_rank, ts, objects, np.array([False, True, True, True, True, True]))
+    assert rows.tolist() == [2, 3, 1, 4]
+    assert repeated.tolist() == [False, False, False, False, False, True]
+
+
+def test_vin_ranks_follow_sorted_order() -> None:
+    assert vin_ranks(pa.chunked_array([["B", "A"], ["C", "A"]])).tolist() == [1, 0, 2, 0]
 
 
 def test_utc_dates_of_timestamps() -> None:
