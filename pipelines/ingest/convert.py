@@ -260,7 +260,8 @@ def _wide_matrix(raw: pa.Table, columns: list[str]) -> tuple[np.ndarray, np.ndar
     if all(pa.types.is_integer(a.type) or pa.types.is_null(a.type) for a in arrays):
         # The usual export: whole numbers, so no parsing. Row-major flattening of the (rows × columns) matrix
         # is already the list layout; files of smaller packs concatenated with larger ones end in empty cells.
-        values = np.column_stack([(pc.fill_null(a, 0) if a.null_count else a).cast(pa.int64()).to_numpy() for a in arrays])
+        values = np.column_stack([pc.fill_null(a.cast(pa.int64()), 0).to_numpy() if a.null_count else a.cast(pa.int64()).to_numpy()
+                                  for a in arrays])
         if not any(a.null_count for a in arrays):
             no_flags = np.zeros(values.size, dtype=bool)
             return values.reshape(-1), no_flags, no_flags, np.full(len(values), values.shape[1], dtype=np.int64)

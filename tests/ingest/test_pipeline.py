@@ -207,3 +207,19 @@ def test_summary_times_every_stage(lake: Lake) -> None:
     summary = run_ingest(lake)
     assert set(summary.stage_seconds) == {"read and parse", "map and check", "dedup", "great expectations", "write"}
     assert all(seconds >= 0 for seconds in summary.stage_seconds.values())
+
+
+def test_wide_uploads_of_different_pack_sizes_and_types_convert_together(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pack sizes differ in their number of V_n columns, and a column may be whole numbers in one file and
+    decimals in another: the files still share one pass, and each frame keeps exactly its own cells."""
+    passes = []
+    convert = ingest_objects.convert_objects
+    monkeypatch.setattr(ingest_objects, "convert_objects", lambda loaded, *a: passes.append(len(loaded)) or convert(loaded, *a))
+    put_wide_csv(lake, wide_rows(2, volts=(3.650, 3.651, 3.652, 3.653, 3.654, 3.655), vehSpeed=40), vin=VIN_A)
+    put_wide_csv(lake, wide_rows(2, volts=(3.700, 3.701, 3.702), vehSpeed=12.5), vin=VIN_B)
+    summary = run_ingest(lake)
+    assert (summary.accepted, summary.quarantined) == (4, 0)
+    assert passes == [2]
+    rows = frames(lake).to_pylist()
+    assert {(r["vin"], tuple(r["cell_mv"]), r["speed_kmh"]) for r in rows} == {
+        (VIN_A, (3650, 3651, 3652, 3653, 3654, 3655), 40.0), (VIN_B, (3700, 3701, 3702), 12.5)}
