@@ -1,0 +1,99 @@
+"""The portability guard: every query under sql/ transpiles to Trino, and DuckDB-only SQL is refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlglot
+
+from pipelines.features import portable_sql
+from pipelines.features.portable_sql import NonPortableSQLError, check_all, to_trino, trino_sql
+from pipelines.features.sql_files import SQL_DIR, all_sql_files
+from pipelines.features.window_sql import WINDOW_FILES, render
+
+EXPECTED_QUERIES = {"features/cell_daily", "features/suspect_cells", "features/daily_features",
+                    "features/training_windows", "features/inference_windows", "marts/fleet_daily"}
+
+
+def test_every_query_under_sql_is_portable_to_athena() -> None:
+    translated = check_all()
+    names = {p.relative_to(SQL_DIR).with_suffix("").as_posix() for p in translated}
+    assert names >= EXPECTED_QUERIES
+    for path, trino in translated.items():
+        assert sqlglot.parse_one(trino, read="trino") is not None, path
+
+
+def test_queries_follow_the_sql_conventions() -> None:
+    for path in all_sql_files():
+        text = path.read_text()
+        code = "\n".join(line.split("--")[0] for line in text.splitlines())
+        assert code == code.lower(), f"{path}: SQL is lowercase"
+        assert code.lstrip().startswith("with"), f"{path}: one CTE per step, then the final select"
+        assert len(sqlglot.parse(text, read="duckdb")) == 1, f"{path}: one query per file"
+
+
+@pytest.mark.parametrize(("sql", "named"), [
+    ("select vin, list_stddev_samp(cell_mv) as spread from frames", "list_stddev_samp()"),
+    ("select vin, median(pack_voltage_v) as v from frames group by vin", "median()"),
+    ("select time_bucket(interval '1 hour', ts) as hour_start from frames", "time_bucket()"),
+    ("select len(cell_mv) as cells from frames", "len()"),
+    ("select epoch_ms(ts) as ms from frames", "epoch_ms()"),
+    ("select quantile_cont(pack_voltage_v, 0.95) as p95 from frames", "quantile_cont()"),
+    ("select vin, count(*) as n from frames group by all", "GROUP BY ALL"),
+    ("select * exclude (cell_mv) from frames", "* EXCLUDE"),
+    ("select * replace (pack_voltage_v * 1000 as pack_voltage_v) from frames", "* REPLACE"),
+    ("select vin from frames order by all", "ORDER BY ALL"),
+    ("select f.vin from frames as f positional join dates as d", "POSITIONAL JOIN"),
+    ("select cell_health(cell_mv) as h from frames", "cell_health() is unknown"),
+    ("select list_transform(cell_mv, lambda x: x + 1) as l from frames", "lambdas"),
+])
+def test_duckdb_only_sql_is_refused_by_name(sql: str, named: str) -> None:
+    with pytest.raises(NonPortableSQLError) as error:
+        to_trino(sql, source="sql/features/bad.sql")
+    assert "sql/features/bad.sql" in str(error.value) and named in str(error.value)
+
+
+@pytest.mark.parametrize(("sql", "named"), [
+    ("select median(x) as m from t", "percentile_cont()"),  # sqlglot writes PERCENTILE_CONT: Trino has none
+    ("select time_bucket(interval '1 hour', ts) as h from t", "date_bin()"),
+    ("select list_stddev_samp(l) as s from t", "list_stddev_samp() is unknown"),
+    ("select len(l) as n from t", "length()"),
+])
+def test_the_trino_side_check_catches_rewrites_on_its_own(monkeypatch: pytest.MonkeyPatch, sql: str, named: str) -> None:
+    monkeypatch.setattr(portable_sql, "DUCKDB_ONLY_FUNCTIONS", {})
+    monkeypatch.setattr(portable_sql, "DUCKDB_ONLY_PREFIXES", {})
+    with pytest.raises(NonPortableSQLError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        to_trino(sql)
+
+
+def test_epoch_ms_is_caught_only_in_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    # sqlglot turns epoch_ms(ts) into FROM_UNIXTIME(ts / 1000): valid Trino, the opposite conversion
+    monkeypatch.setattr(portable_sql, "DUCKDB_ONLY_FUNCTIONS", {})
+    assert "FROM_UNIXTIME" in to_trino("select epoch_ms(ts) as ms from t")
+
+
+def test_a_bad_file_added_under_sql_fails_the_check_with_its_name(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.sql", tmp_path / "fleet_median.sql"
+    good.write_text("with v as (select dt, count(*) as n from daily group by dt)\nselect dt, n from v\n")
+    bad.write_text("with v as (select dt, median(cell_range_mean_mv) as m from daily group by dt)\nselect * from v\n")
+    with pytest.raises(NonPortableSQLError) as error:
+        check_all([good, bad])
+    assert "fleet_median.sql" in str(error.value) and "median()" in str(error.value)
+    assert "good.sql" not in str(error.value)
+
+
+def test_one_query_per_file() -> None:
+    with pytest.raises(NonPortableSQLError, match="2 statements"):
+        to_trino("select 1 as a; select 2 as b", source="two.sql")
+
+
+def test_trino_text_of_a_named_query() -> None:
+    text = trino_sql("features/daily_features")
+    assert "BITWISE_AND(f.alarm_flags, 1024)" in text and "CROSS JOIN UNNEST(fr.cell_mv)" in text
+
+
+def test_window_queries_are_generated_from_the_signal_list() -> None:
+    for name, with_label in WINDOW_FILES.items():
+        assert (SQL_DIR / f"{name}.sql").read_text() == render(with_label), (
+            f"sql/{name}.sql is stale: run `python -m pipelines.features.window_sql`")
