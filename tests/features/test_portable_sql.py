@@ -10,10 +10,10 @@ import sqlglot
 from pipelines.features import portable_sql
 from pipelines.features.portable_sql import NonPortableSQLError, check_all, to_trino, trino_sql
 from pipelines.features.sql_files import SQL_DIR, all_sql_files
-from pipelines.features.window_sql import WINDOW_FILES, render
+from pipelines.features.window_sql import WINDOW_FILE, render
 
 EXPECTED_QUERIES = {"features/cell_daily", "features/suspect_cells", "features/daily_features",
-                    "features/training_windows", "features/inference_windows", "marts/fleet_daily"}
+                    "features/windows", "features/window_labels", "marts/fleet_daily"}
 
 
 def test_every_query_under_sql_is_portable_to_athena() -> None:
@@ -93,7 +93,5 @@ def test_trino_text_of_a_named_query() -> None:
     assert "BITWISE_AND(f.alarm_flags, 1024)" in text and "CROSS JOIN UNNEST(fr.cell_mv)" in text
 
 
-def test_window_queries_are_generated_from_the_signal_list() -> None:
-    for name, with_label in WINDOW_FILES.items():
-        assert (SQL_DIR / f"{name}.sql").read_text() == render(with_label), (
-            f"sql/{name}.sql is stale: run `python -m pipelines.features.window_sql`")
+def test_window_query_is_generated_from_the_signal_list() -> None:
+    assert WINDOW_FILE.read_text() == render(), "sql/features/windows.sql is stale: run `python -m pipelines.features.window_sql`"

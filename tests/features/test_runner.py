@@ -14,7 +14,7 @@ from .builders import VIN_A, daily_row, daily_table
 def test_a_query_reports_the_relations_it_needs() -> None:
     assert input_relations(load_sql("features/daily_features")) == {"frames", "dates", "suspect_cells"}
     with pytest.raises(ValueError, match="reads as_of_dates: pass them"):
-        run_sql("features/inference_windows", daily=daily_table([]))
+        run_sql("features/windows", daily=daily_table([]))
 
 
 def test_an_unknown_query_lists_the_known_ones() -> None:

@@ -1,4 +1,4 @@
--- inference_windows: one row per vin and as_of date. features: every daily signal of the 14 context days as_of - 14
+-- windows: one row per vin and as_of date. features: every daily signal of the 14 context days as_of - 14
 -- ... as_of - 1, one column per signal and day (total_voltage_lag14 = total_voltage on as_of - 14), null where the
 -- vehicle sent nothing that day (never -1); context_days counts the days with data, suspect_cell is the latest one.
 -- inputs: daily (rows of sql/features/daily_features.sql), as_of_dates (as_of date).
