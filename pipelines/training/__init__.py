@@ -1,0 +1,1 @@
+"""Training: train.py (local and SageMaker script mode), evaluation metrics and splits, the reference baseline."""
