@@ -19,7 +19,8 @@ def _numpy(table: pa.Table, column: str) -> np.ndarray:
 
 
 def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, latest: datetime,
-                 list_metrics: dict | None = None, object_ids: np.ndarray | None = None) -> pa.Table:
+                 list_metrics: dict | None = None, object_ids: np.ndarray | None = None,
+                 vin_rank: np.ndarray | None = None) -> pa.Table:
     """Reject rows that break a contract rule; each keeps the first rule it broke. Returns the frame metrics."""
     # The pattern is matched once per distinct VIN, not once per frame.
     encoded = pc.dictionary_encode(frames["vin"].combine_chunks())
@@ -61,17 +62,17 @@ def check_frames(frames: pa.Table, rejections: Rejections, earliest: datetime, l
         rejections.add(bad, rule.name, rule.column, values, f"{rule.column} = {{value}} is not one of {rule.allowed} ({rule.meaning})")
 
     objects = object_ids if object_ids is not None else np.zeros(frames.num_rows, dtype=np.int64)
-    _check_cell_count_stable(frames["vin"], objects, _numpy(metrics, "cell_count"), rejections)
+    ranks = vin_rank if vin_rank is not None else vin_ranks(frames["vin"])
+    _check_cell_count_stable(ranks, objects, _numpy(metrics, "cell_count"), rejections)
     return metrics
 
 
-def _check_cell_count_stable(vin: pa.ChunkedArray, objects: np.ndarray, cell_count: np.ndarray, rejections: Rejections) -> None:
+def _check_cell_count_stable(ranks: np.ndarray, objects: np.ndarray, cell_count: np.ndarray, rejections: Rejections) -> None:
     """A pack does not change its number of cells mid-file: rows off the vehicle's usual count in that file
     (landing object) are rejected."""
     alive = ~rejections.rejected
     if not alive.any():
         return
-    ranks = vin_ranks(vin)
     groups, group_of = np.unique(objects * (int(ranks.max()) + 1) + ranks, return_inverse=True)
     lowest, highest = np.full(len(groups), np.iinfo(np.int64).max), np.full(len(groups), -1)
     np.minimum.at(lowest, group_of[alive], cell_count[alive])

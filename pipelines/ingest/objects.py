@@ -108,7 +108,8 @@ def convert_objects(loaded: list[LoadedObject], earliest: datetime, latest: date
             item.entry.sentinels = sentinels
             item.entry.warnings += warnings
         frames = mapped.frames
-        metrics = check_frames(frames, rejections, earliest, latest, mapped.list_metrics, segments.ids)
+        vin_rank = vin_ranks(frames["vin"])  # shared by the cell-count check and the file order
+        metrics = check_frames(frames, rejections, earliest, latest, mapped.list_metrics, segments.ids, vin_rank)
 
     keep = ~rejections.rejected
     if frames is None:
@@ -116,7 +117,7 @@ def convert_objects(loaded: list[LoadedObject], earliest: datetime, latest: date
         accepted = accepted_metrics = None
     else:
         ts_ms = pc.fill_null(frames["ts"].cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-        rows, repeated = file_order(vin_ranks(frames["vin"]), ts_ms, segments.ids, keep)
+        rows, repeated = file_order(vin_rank, ts_ms, segments.ids, keep)
         if len(rows) == frames.num_rows and (rows[1:] > rows[:-1]).all():  # the usual window: nothing to copy
             accepted, accepted_metrics = frames, metrics
         else:  # one `take` drops rejected and repeated rows and sorts: list columns are copied once
