@@ -76,3 +76,31 @@ FRAME_PARQUET_OPTIONS = {
     "use_dictionary": ["vin"],
     "column_encoding": {"cell_mv.list.element": "DELTA_BINARY_PACKED", "probe_temp_c.list.element": "DELTA_BINARY_PACKED"},
 }
+
+
+def _fields(names: str, arrow_type: pa.DataType) -> list[pa.Field]:
+    return [pa.field(name, arrow_type) for name in names.split()]
+
+
+# One row per vin and UTC day (sql/features/daily_features.sql; also imported from reference-format summaries).
+# Units: the six reference signals are day means in V, A and °C; ranges and deviations in mV.
+DAILY_SCHEMA = pa.schema(
+    [pa.field("vin", pa.string(), nullable=False), pa.field("dt", pa.date32(), nullable=False)]
+    + _fields("total_voltage total_current cell_max_voltage cell_min_voltage max_temperature min_temperature "
+              "cell_range_mean_mv cell_range_p95_mv cell_range_max_mv cell_range_rest_mean_mv cell_range_rest_p95_mv "
+              "cell_range_rest_max_mv cell_range_load_mean_mv cell_range_load_p95_mv cell_range_load_max_mv "
+              "probe_spread_mean_c probe_spread_max_c", pa.float64())
+    + [pa.field("suspect_cell", pa.int32())]
+    + _fields("suspect_cell_dev_mv suspect_cell_dev_rest_mv suspect_cell_dev_load_mv suspect_cell_z "
+              "suspect_cell_dev_7d_mv suspect_cell_z_7d", pa.float64())
+    + _fields("suspect_cell_days_7d cell_count probe_count frame_count hours_covered rest_frames load_frames", pa.int64())
+    + [pa.field("alarm", pa.bool_()), pa.field("alarm_frames", pa.int64())]
+)
+
+# One row per vin, UTC day and cell (sql/features/cell_daily.sql): the suspect cell's trailing history.
+CELL_DAILY_SCHEMA = pa.schema(
+    [pa.field("vin", pa.string(), nullable=False), pa.field("dt", pa.date32(), nullable=False),
+     pa.field("cell_index", pa.int32(), nullable=False)]
+    + _fields("cell_dev_mv cell_dev_rest_mv cell_dev_load_mv", pa.float64())
+    + [pa.field("valid_frames", pa.int64())]
+)

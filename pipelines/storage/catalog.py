@@ -14,12 +14,16 @@ from pipelines.storage.lake import Lake
 # view name -> (lake prefix, glob below it, reader). Views over an empty zone are defined on an empty schema.
 VIEWS: dict[str, tuple[str, str, str]] = {
     "frames": ("frames", "dt=*/*.parquet", "parquet"),
+    "daily": ("daily", "dt=*/*.parquet", "parquet"),
+    "cell_daily": ("cell_daily", "dt=*/*.parquet", "parquet"),
     "quarantine": ("quarantine/rows", "*.parquet", "parquet"),
     "manifest": ("_manifest", "*.json", "json"),
 }
 
 EMPTY_DEFINITIONS = {
     "frames": "select null::varchar as vin, null::timestamptz as ts, null::date as dt where false",
+    "daily": "select null::varchar as vin, null::date as dt, null::boolean as alarm where false",
+    "cell_daily": "select null::varchar as vin, null::date as dt, null::integer as cell_index where false",
     "quarantine": "select null::varchar as source_key, null::varchar as rule, null::varchar as reason where false",
     "manifest": "select null::varchar as key, null::varchar as status where false",
 }
@@ -45,6 +49,11 @@ def _view_sql(lake: Lake, name: str) -> str:
         # An explicit schema: inferring one over thousands of small JSON files exhausts DuckDB's memory.
         columns = ", ".join(f"'{f.name}': '{_duckdb_type(f.type)}'" for f in MANIFEST_SCHEMA)
         return f"select * from read_json('{location}', format='unstructured', columns={{{columns}}})"
+    if name in ("daily", "cell_daily"):
+        # These files carry dt themselves. A date's computed row wins over an imported summary of the same vehicle-day.
+        return (f"select * exclude (filename) from read_parquet('{location}', union_by_name=true, filename=true) "
+                "qualify row_number() over (partition by vin, dt order by filename not like '%/frames.parquet', filename) = 1"
+                if name == "daily" else f"select * from read_parquet('{location}', union_by_name=true)")
     partitioning = ", hive_partitioning=true" if "dt=" in pattern else ""
     return f"select * from read_parquet('{location}', union_by_name=true{partitioning})"
 

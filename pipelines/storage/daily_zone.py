@@ -1,0 +1,127 @@
+"""The `daily` and `cell_daily` zones: one Parquet object per UTC date and source, read back as one table.
+
+`daily/dt=D/frames.parquet` holds the rows computed from frames; `daily/dt=D/import-<id>.parquet` holds rows
+imported from reference-format summaries. When both have a row for the same (vin, dt), the computed row wins:
+it is derived from the raw frames, the import only from someone's summary of them.
+`cell_daily/dt=D/frames.parquet` keeps the per-cell deviations the suspect cell's 7-day trailing mean reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import date, timedelta
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from pipelines.schema import CELL_DAILY_SCHEMA, DAILY_SCHEMA
+from pipelines.storage.lake import Lake
+
+DAILY_PREFIX = "daily"
+CELL_DAILY_PREFIX = "cell_daily"
+FRAMES_PREFIX = "frames"
+COMPUTED_PART = "frames"
+IMPORT_PART_PREFIX = "import-"
+_PARTITION = re.compile(r"^(?P<zone>[a-z_]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/(?P<part>[^/]+)\.parquet$")
+
+
+def partition_key(zone: str, day: date, part: str = COMPUTED_PART) -> str:
+    """`<zone>/dt=YYYY-MM-DD/<part>.parquet`."""
+    return f"{zone}/dt={day.isoformat()}/{part}.parquet"
+
+
+def _partitions(lake: Lake, zone: str) -> list[tuple[date, str, str]]:
+    """(date, part, key) of every Parquet object in a zone, in key order."""
+    found = []
+    for info in lake.list(zone):
+        match = _PARTITION.match(info.key)
+        if match and match["zone"] == zone:
+            found.append((date.fromisoformat(match["dt"]), match["part"], info.key))
+    return found
+
+
+def _in_range(day: date, first: date | None, last: date | None) -> bool:
+    return (first is None or day >= first) and (last is None or day <= last)
+
+
+def frame_days(lake: Lake) -> list[date]:
+    """Dates that have frames in the lake."""
+    return sorted({day for day, _, _ in _partitions(lake, FRAMES_PREFIX)})
+
+
+def computed_days(lake: Lake) -> list[date]:
+    """Dates whose daily rows have been computed from frames."""
+    return sorted({day for day, part, _ in _partitions(lake, DAILY_PREFIX) if part == COMPUTED_PART})
+
+
+def frame_locations(lake: Lake, days: Iterable[date]) -> list[str]:
+    """Where a query reads the frames of these dates: one glob per date partition that exists."""
+    wanted = set(days)
+    partitions = sorted({day for day, _, _ in _partitions(lake, FRAMES_PREFIX) if day in wanted})
+    base = lake.path if lake.is_local else lake.url
+    return [f"{base(f'{FRAMES_PREFIX}/dt={day.isoformat()}')}/*.parquet" for day in partitions]
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The zone's schema exactly: columns in contract order and type (a query may widen an int, never rename)."""
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"rows lack contract columns {missing}")
+    return table.select(schema.names).cast(schema)
+
+
+def write_computed(lake: Lake, day: date, daily: pa.Table, cell_daily: pa.Table) -> int:
+    """Replace one date's computed daily and cell rows (an empty day deletes them); returns the daily row count."""
+    for zone, rows, schema in ((DAILY_PREFIX, daily, DAILY_SCHEMA), (CELL_DAILY_PREFIX, cell_daily, CELL_DAILY_SCHEMA)):
+        key = partition_key(zone, day)
+        if rows.num_rows:
+            lake.write_parquet(key, _conform(rows, schema))
+        else:
+            lake.delete(key)
+    return daily.num_rows
+
+
+def write_imported(lake: Lake, day: date, rows: pa.Table, import_id: str) -> str:
+    """Write one date's imported summary rows under the import's id; returns the key."""
+    key = partition_key(DAILY_PREFIX, day, f"{IMPORT_PART_PREFIX}{import_id}")
+    lake.write_parquet(key, _conform(rows, DAILY_SCHEMA))
+    return key
+
+
+def _read(lake: Lake, keys: list[str], schema: pa.Schema) -> pa.Table:
+    if not keys:
+        return schema.empty_table()
+    dataset = ds.dataset([lake.path(k) for k in keys], schema=schema, format="parquet", filesystem=lake.fs)
+    return dataset.to_table()
+
+
+def read_cell_daily(lake: Lake, first: date | None = None, last: date | None = None) -> pa.Table:
+    """Per-cell rows of the dates in [first, last] (either end open)."""
+    keys = [key for day, _, key in _partitions(lake, CELL_DAILY_PREFIX) if _in_range(day, first, last)]
+    return _read(lake, keys, CELL_DAILY_SCHEMA)
+
+
+def read_daily(lake: Lake, first: date | None = None, last: date | None = None) -> pa.Table:
+    """Daily rows of the dates in [first, last], one per (vin, dt): a computed row wins over an imported one."""
+    found = [(day, part, key) for day, part, key in _partitions(lake, DAILY_PREFIX) if _in_range(day, first, last)]
+    # Computed objects first, so that a stable de-duplication keeps their rows.
+    found.sort(key=lambda item: (item[1] != COMPUTED_PART, item[0], item[1]))
+    table = _read(lake, [key for _, _, key in found], DAILY_SCHEMA)
+    if table.num_rows == 0:
+        return table
+    table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    first_rows = table.group_by(["vin", "dt"], use_threads=False).aggregate([("_row", "min")])["_row_min"]
+    kept = table.take(first_rows).drop_columns(["_row"])
+    return kept.sort_by([("vin", "ascending"), ("dt", "ascending")])
+
+
+def daily_keys(lake: Lake) -> set[tuple[str, date]]:
+    """Every (vin, dt) the daily zone holds, from any source (what an import checks its rows against)."""
+    table = read_daily(lake).select(["vin", "dt"])
+    return set(zip(table["vin"].to_pylist(), table["dt"].to_pylist(), strict=True))
+
+
+def days_between(first: date, last: date) -> list[date]:
+    """Every date from first to last inclusive."""
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
