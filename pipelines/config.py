@@ -18,6 +18,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_INGEST_MAX_OBJECTS": ("1000", "Most landing objects one ingest run takes; the rest wait for the next run."),
     "CELLGUARD_DATA_DOCS": ("1", "`0` skips building Great Expectations Data Docs HTML (validation still runs)."),
     "CELLGUARD_S3_ENDPOINT_URL": ("", "S3-compatible endpoint (MinIO, moto) instead of AWS's."),
+    "CELLGUARD_PROMOTION_AP_MARGIN": ("0.02", "A challenger replaces the champion unless its average precision on the same test window is lower by more than this."),
 }
 
 
@@ -35,10 +36,24 @@ class Settings:
     ingest_max_objects: int
     data_docs: bool
     s3_endpoint_url: str | None
+    promotion_ap_margin: float
 
 
 def _env(name: str) -> str:
     return os.environ.get(name, "").strip() or SETTINGS_DOC[name][0]
+
+
+def _promotion_ap_margin() -> float:
+    """CELLGUARD_PROMOTION_AP_MARGIN as a float in [0, 1]."""
+    text = _env("CELLGUARD_PROMOTION_AP_MARGIN")
+    try:
+        margin = float(text)
+    except ValueError:
+        margin = float("nan")
+    if not 0.0 <= margin <= 1.0:  # also rejects NaN
+        raise ValueError(f"CELLGUARD_PROMOTION_AP_MARGIN must be a number between 0 and 1 (an average precision "
+                         f"difference), not {text!r}")
+    return margin
 
 
 def load_settings() -> Settings:
@@ -61,6 +76,7 @@ def load_settings() -> Settings:
         ingest_max_objects=int(_env("CELLGUARD_INGEST_MAX_OBJECTS")),
         data_docs=_env("CELLGUARD_DATA_DOCS") not in ("0", "false", "no"),
         s3_endpoint_url=os.environ.get("CELLGUARD_S3_ENDPOINT_URL", "").strip() or None,
+        promotion_ap_margin=_promotion_ap_margin(),
     )
 
 
