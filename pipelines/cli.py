@@ -93,6 +93,102 @@ def print_ingest_summary(counts: dict, seconds: float | None = None) -> None:
         print(f"  data docs:  file://{counts['data_docs']}")
 
 
+def _import_daily(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipelines.ingest.daily_summaries import import_daily_file
+    from pipelines.storage.catalog import refresh_local_catalog
+    from pipelines.storage.lake import Lake
+
+    paths = [Path(name) for name in args.files]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        print(f"cellguard import-daily: no such file: {', '.join(missing)} (nothing imported)", file=sys.stderr)
+        return 2
+    lake = Lake.from_settings()
+    status = 0
+    for path in paths:
+        summary = import_daily_file(path, lake)
+        if summary.error:
+            print(f"cellguard import-daily: {path} rejected whole: {summary.error}. File copied to "
+                  f"{lake.url(summary.quarantined_file_key)}", file=sys.stderr)
+            status = 1
+            continue
+        state = "already imported, nothing new written" if summary.already_imported else "imported"
+        print(f"{path}: {state} (import {summary.import_id})")
+        print(f"  rows in {summary.rows_in:,} = accepted {summary.accepted:,} + quarantined {summary.quarantined:,} "
+              f"+ duplicates {summary.duplicates:,}; empty days {summary.empty_days:,}")
+        span = f"{summary.first_date} … {summary.last_date}" if summary.first_date else "none"
+        print(f"  dates:      {span} ({len(summary.dates)} partitions written)")
+        if summary.rejected_by_rule:
+            top = sorted(summary.rejected_by_rule.items(), key=lambda kv: -kv[1])
+            print("  quarantined by rule: " + ", ".join(f"{k} {v:,}" for k, v in top))
+            print(f"  quarantine: {lake.url(summary.quarantine_key)}")
+        print(f"  daily:      {lake.url('daily')}")
+        if not summary.reconciles():
+            print(f"ERROR: counts of {path} do not reconcile", file=sys.stderr)
+            status = 1
+    catalog = refresh_local_catalog()
+    if catalog:
+        print(f"  catalog:    {catalog}")
+    return status
+
+
+def _features(args: argparse.Namespace) -> int:
+    from pipelines.features.pipeline import compute_daily
+    from pipelines.storage.catalog import refresh_local_catalog
+
+    summary = compute_daily(args.dates or None, progress=lambda message: print(message, file=sys.stderr))
+    if not summary.computed:
+        print("nothing to compute: every date with frames has daily rows (name dates with --dates to recompute)")
+        return 0
+    print(f"daily rows: {summary.daily_rows:,} for {len(summary.computed)} dates "
+          f"({summary.computed[0]} … {summary.computed[-1]}) in {summary.seconds:.1f} s")
+    if summary.without_frames:
+        print(f"  dates without frames (nothing written): {', '.join(summary.without_frames)}")
+    refresh_local_catalog()
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pipelines.training.pipeline import TrainingRequest, train_and_register
+
+    for feature_set in args.feature_set or ["full", "signals6"]:
+        request = TrainingRequest(feature_set=feature_set, first_as_of=args.first_as_of, last_as_of=args.last_as_of,
+                                  num_round=args.num_round, target_precision=args.target_precision)
+        result = train_and_register(request, progress=lambda message: print(message, file=sys.stderr))
+        print(result.headline())
+        print(f"  report: {result.report_url}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from pipelines.storage.lake import Lake
+    from pipelines.training import registry
+
+    lake = Lake.from_settings()
+    versions = registry.list_versions(lake)
+    if not versions:
+        print(f"no models in {lake.url('models/bms')}: run `cellguard train` or the bms_training DAG")
+        return 0
+    champions = {fs: registry.champion(lake, fs) for fs in {v.card["feature_set"] for v in versions}}
+    print("average precision and ROC AUC on each version's time-split test window; the reference recipe "
+          "(84 raw values, -1 for missing) trained and tested on the same split")
+    print(f"{'version':<32} {'features':<9} {'AP':>6} {'ref AP':>7} {'ROC AUC':>8} {'ref AUC':>8} {'threshold':>9}  champion")
+    for version in versions:
+        card, metrics = version.card, version.card.get("metrics", {})
+        reference = card.get("baseline_metrics") or {}
+        is_champion = champions.get(card["feature_set"]) and champions[card["feature_set"]].version == version.version
+
+        def fmt(value: float | None) -> str:
+            return "—" if value is None else f"{value:.3f}"
+
+        print(f"{version.version:<32} {card['feature_set']:<9} {fmt(metrics.get('average_precision')):>6} "
+              f"{fmt(reference.get('average_precision')):>7} {fmt(metrics.get('roc_auc')):>8} "
+              f"{fmt(reference.get('roc_auc')):>8} {fmt(card.get('threshold')):>9}  {'★' if is_champion else ''}")
+    return 0
+
+
 def _catalog(args: argparse.Namespace) -> int:
     from pipelines.storage.catalog import refresh_local_catalog
 
@@ -123,6 +219,11 @@ def _status(args: argparse.Namespace) -> int:
             print("  sentinels set to null: " + ", ".join(f"{name} {int(n):,}" for name, n in sentinels))
         frames = con.execute("select count(*), count(distinct vin), min(ts), max(ts) from frames").fetchone()
         print(f"  frames: {frames[0]:,} from {frames[1]:,} vehicles, {frames[2]} … {frames[3]}")
+        daily = con.execute("select count(*), count(distinct vin), min(dt), max(dt), count(*) filter (where alarm) "
+                            "from daily").fetchone()
+        if daily[0]:
+            print(f"  daily: {daily[0]:,} vehicle-days from {daily[1]:,} vehicles, {daily[2]} … {daily[3]}; "
+                  f"{daily[4]:,} with the consistency alarm")
         reasons = con.execute("""
             select rule, count(*) as n, any_value(reason) as example from quarantine
             group by rule order by n desc limit 8""").fetchall()
@@ -163,6 +264,27 @@ def build_parser() -> argparse.ArgumentParser:
     ing = commands.add_parser("ingest", help="ingest pending landing objects into frames/ and quarantine/")
     ing.add_argument("--key", action="append", help="only this landing key (repeatable)")
     ing.set_defaults(func=_ingest)
+
+    imp = commands.add_parser("import-daily", help="import daily summaries (reference format, CSV or .csv.gz) into daily/")
+    imp.add_argument("files", nargs="+", metavar="FILE",
+                     help="VIN,Date,TotalVoltage,TotalCurrent,CellMaxVoltage,CellMinVoltage,MaxTemperature,MinTemperature,Label")
+    imp.set_defaults(func=_import_daily)
+
+    feat = commands.add_parser("features", help="recompute daily/ from frames (default: dates not yet computed)")
+    feat.add_argument("--dates", nargs="+", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                      help="recompute these dates (and the following six that read them)")
+    feat.set_defaults(func=_features)
+
+    trn = commands.add_parser("train", help="train, evaluate beside the reference recipe, register and gate a model")
+    trn.add_argument("--feature-set", action="append", choices=["full", "signals6"],
+                     help="repeatable; default both")
+    trn.add_argument("--first-as-of", type=dt.date.fromisoformat, default=None)
+    trn.add_argument("--last-as-of", type=dt.date.fromisoformat, default=None)
+    trn.add_argument("--num-round", type=int, default=300)
+    trn.add_argument("--target-precision", type=float, default=0.5)
+    trn.set_defaults(func=_train)
+
+    commands.add_parser("models", help="registered model versions and champions").set_defaults(func=_models)
 
     commands.add_parser("catalog", help="rebuild the DuckDB catalog (views over the lake)").set_defaults(func=_catalog)
     commands.add_parser("status", help="what the lake holds: counts, quarantine reasons").set_defaults(func=_status)
