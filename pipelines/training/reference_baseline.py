@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import pandas as pd
+import xgboost as xgb
 
 from pipelines.features.window_signals import HORIZON_DAYS, feature_columns
 from pipelines.training.evaluation import evaluate, train_validation_test_split
@@ -45,9 +46,19 @@ REFERENCE = Recipe("reference", "signals6", REFERENCE_PARAMS, REFERENCE_NUM_ROUN
 CELLGUARD_SIGNALS6 = Recipe("cellguard-signals6", "signals6", DEFAULT_PARAMS, 200, None, early_stopping_rounds=20)
 
 
-def evaluate_recipe(windows: pd.DataFrame, recipe: Recipe, validation_start: date | str, test_start: date | str,
-                    target_precision: float = 0.5, alarm_days: Mapping[str, Iterable[date | str]] | None = None,
-                    gap_days: int = HORIZON_DAYS, seed: int = 0, nthread: int | None = None) -> dict:
+@dataclass
+class RecipeRun:
+    """One recipe trained and measured on one split: the summary, the booster and the scored rows behind it."""
+
+    summary: dict
+    booster: xgb.Booster
+    validation: pd.DataFrame  # validation windows with `probability`
+    test: pd.DataFrame  # test windows with `probability`
+
+
+def run_recipe(windows: pd.DataFrame, recipe: Recipe, validation_start: date | str, test_start: date | str,
+               target_precision: float = 0.5, alarm_days: Mapping[str, Iterable[date | str]] | None = None,
+               gap_days: int = HORIZON_DAYS, seed: int = 0, nthread: int | None = None) -> RecipeRun:
     """Train a recipe on the split's train rows, choose the threshold on validation, measure on test."""
     split = train_validation_test_split(labelled(windows), validation_start, test_start, gap_days)
     if split.train.empty or split.validation.empty or split.test.empty:
@@ -65,7 +76,7 @@ def evaluate_recipe(windows: pd.DataFrame, recipe: Recipe, validation_start: dat
     validation = split.validation.assign(probability=predict(booster, matrix(split.validation)))
     test = split.test.assign(probability=predict(booster, matrix(split.test)))
     result = evaluate(validation, test, target_precision, alarm_days)
-    return {
+    summary = {
         "recipe": recipe.name, "feature_set": recipe.feature_set, "features": len(names),
         "missing_as": recipe.missing_as, "params": params, "num_round": recipe.num_round,
         "rounds_kept": booster.num_boosted_rounds(),
@@ -74,6 +85,15 @@ def evaluate_recipe(windows: pd.DataFrame, recipe: Recipe, validation_start: dat
                   "test_start": split.test_start.isoformat(), "gap_days": split.gap_days},
         "evaluation": result.to_dict(),
     }
+    return RecipeRun(summary, booster, validation, test)
+
+
+def evaluate_recipe(windows: pd.DataFrame, recipe: Recipe, validation_start: date | str, test_start: date | str,
+                    target_precision: float = 0.5, alarm_days: Mapping[str, Iterable[date | str]] | None = None,
+                    gap_days: int = HORIZON_DAYS, seed: int = 0, nthread: int | None = None) -> dict:
+    """The summary of `run_recipe`: recipe, split sizes and every metric, as plain values."""
+    return run_recipe(windows, recipe, validation_start, test_start, target_precision, alarm_days, gap_days, seed,
+                      nthread).summary
 
 
 def reference_baseline(windows: pd.DataFrame, validation_start: date | str, test_start: date | str,
