@@ -15,10 +15,10 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export GX_ANALYTICS_ENABLED := False
 export PYTHONPATH := $(CURDIR)/plugins$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-DEMO_VEHICLES ?= 30
-DEMO_DAYS ?= 30
+DEMO_VEHICLES ?= 40
+DEMO_DAYS ?= 90
 
-.PHONY: setup demo test lint bench lock clean airflow-db
+.PHONY: setup demo dag-test test lint bench lock clean airflow-db
 
 setup: $(VENV)/.installed
 
@@ -37,12 +37,20 @@ airflow-db: setup
 demo: setup airflow-db
 	$(BIN)/cellguard simulate --vehicles $(DEMO_VEHICLES) --days $(DEMO_DAYS) --format mixed --damaged
 	$(BIN)/cellguard simulate --vehicles 3 --days 3 --shape wide_export --seed 7
-	@echo "== running bms_ingest through Airflow (airflow dags test) =="
-	$(BIN)/airflow dags test bms_ingest > $(CELLGUARD_HOME)/bms_ingest.log 2>&1 || (tail -60 $(CELLGUARD_HOME)/bms_ingest.log; exit 1)
-	@grep -E "Marking run|state=" $(CELLGUARD_HOME)/bms_ingest.log | tail -3 || true
+	@CELLGUARD_INGEST_MAX_OBJECTS=100000 $(MAKE) --no-print-directory dag-test DAG=bms_ingest
 	$(BIN)/cellguard status
+	@$(MAKE) --no-print-directory dag-test DAG=bms_features
+	@$(MAKE) --no-print-directory dag-test DAG=bms_training
+	@echo "== champions (AP on the time-split test window, beside the reference recipe on the same split) =="
+	$(BIN)/cellguard models
 	@echo "Data Docs: file://$(CELLGUARD_HOME)/lake/reports/data_docs/index.html"
-	@echo "Try:       $(BIN)/duckdb -readonly $(CELLGUARD_HOME)/catalog.duckdb \"select rule, count(*) from quarantine group by rule\""
+	@echo "Try:       $(BIN)/duckdb -readonly $(CELLGUARD_HOME)/catalog.duckdb \"select dt, count(*) filter (where alarm) from daily group by dt order by dt\""
+
+# Run one DAG through Airflow (`airflow dags test`), its log in $(CELLGUARD_HOME)/<dag>.log.
+dag-test: setup
+	@echo "== running $(DAG) through Airflow (airflow dags test), log: $(CELLGUARD_HOME)/$(DAG).log =="
+	@$(BIN)/airflow dags test $(DAG) > $(CELLGUARD_HOME)/$(DAG).log 2>&1 || (tail -60 $(CELLGUARD_HOME)/$(DAG).log; exit 1)
+	@grep -E "Marking run|state=" $(CELLGUARD_HOME)/$(DAG).log | tail -2 || true
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -186,6 +186,9 @@ def _models(args: argparse.Namespace) -> int:
         print(f"{version.version:<32} {card['feature_set']:<9} {fmt(metrics.get('average_precision')):>6} "
               f"{fmt(reference.get('average_precision')):>7} {fmt(metrics.get('roc_auc')):>8} "
               f"{fmt(reference.get('roc_auc')):>8} {fmt(card.get('threshold')):>9}  {'★' if is_champion else ''}")
+    for feature_set, current in sorted(champions.items()):
+        if current:
+            print(f"{feature_set} champion report: {lake.url(current.key + 'report/index.html')}")
     return 0
 
 
