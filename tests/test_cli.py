@@ -42,6 +42,24 @@ def test_simulate_ingest_status(home, capsys):
     assert f"accepted {accepted:,}" in out and "DO NOT RECONCILE" not in out
     assert "quarantine soc_range" in out
 
+    assert main(["features"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"daily rows: 2 for 1 dates \(2026-01-01 … 2026-01-01\)", out), out
+    assert main(["features"]) == 0
+    assert "nothing to compute" in capsys.readouterr().out
+    assert main(["status"]) == 0
+    assert "daily: 2 vehicle-days from 2 vehicles" in capsys.readouterr().out
+
+
+def test_models_before_any_training_says_how_to_get_one(home, capsys):
+    assert main(["models"]) == 0
+    assert "no models in" in capsys.readouterr().out
+
+
+def test_train_without_daily_rows_exits_with_the_reason(home, capsys):
+    assert main(["train", "--feature-set", "full"]) == 2
+    assert "no daily rows" in capsys.readouterr().err
+
 
 def test_bad_arguments_exit_with_a_message(home, capsys):
     with pytest.raises(SystemExit):
