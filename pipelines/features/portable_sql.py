@@ -7,11 +7,17 @@ becomes `DATE_BIN`, `len(list)` becomes `LENGTH(list)` (strings only in Trino), 
 they are. So the guard checks three things:
 
 1. the DuckDB source: function names as written (the rewrites above hide them) against DUCKDB_ONLY_FUNCTIONS,
-   and DuckDB-only syntax (GROUP / ORDER BY ALL, star modifiers, positional / asof / semi / anti joins, lambdas,
-   list comprehensions);
+   and DuckDB-only syntax (GROUP / ORDER BY ALL, star modifiers, positional / asof / semi / anti joins, lambdas
+   other than the null filter below, list comprehensions);
 2. the transpilation itself (sqlglot raises on constructs it knows it cannot write for Trino);
 3. the Trino output, parsed again as Trino: every function must be one the Trino docs list (TRINO_FUNCTIONS);
    a function sqlglot does not know at all (an anonymous function) is accepted only if it is in that list.
+
+The one lambda both engines read alike is the null filter, `filter(l, lambda x: x is not null)` in DuckDB 2 (which
+refuses the `x -> ...` arrow): sqlglot writes it as Trino's `filter(l, x -> NOT x IS NULL)`, and both keep the
+list's non-null items in order. Over a null filter, and only there, `list_max` / `list_min` are portable too: sqlglot
+writes Trino's `array_max` / `array_min`, which return NULL when an item is NULL where DuckDB's skip it, so they
+agree exactly on lists without nulls (and give NULL for an empty one).
 
 DuckDB acceptance is proved separately: the tests run every query on DuckDB.
 """
@@ -51,7 +57,7 @@ TRINO_FUNCTIONS = frozenset({
     "to_unixtime", "week", "year",
     # array, string
     "array_distinct", "array_join", "array_max", "array_min", "array_position", "array_sort", "cardinality",
-    "concat", "contains", "element_at", "sequence", "slice", "unnest", "lower", "regexp_like", "replace",
+    "concat", "contains", "element_at", "filter", "sequence", "slice", "unnest", "lower", "regexp_like", "replace",
     "split_part", "strpos", "substr", "substring", "trim", "upper",
 })
 
@@ -80,6 +86,10 @@ DUCKDB_ONLY_FUNCTIONS = {
 }
 DUCKDB_ONLY_PREFIXES = {"list_": "an unnest and an aggregate, or cardinality / element_at / array_* functions"}
 
+# DuckDB list functions that are portable over a null filter only (see the module docstring), checked on the tree.
+NULL_FREE_LIST_FUNCTIONS = {"list_max": exp.ArrayMax, "list_min": exp.ArrayMin}
+NULL_FILTER = "filter(l, lambda x: x is not null)"
+
 _CALL_NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 
 
@@ -104,11 +114,30 @@ def _duckdb_only_calls(sql: str) -> list[Problem]:
         if following.token_type != TokenType.L_PAREN or token.token_type in (TokenType.STRING, TokenType.NUMBER):
             continue
         name = token.text.lower()
+        if name in NULL_FREE_LIST_FUNCTIONS:
+            continue  # allowed over a null filter: _duckdb_only_syntax checks the argument
         hint = DUCKDB_ONLY_FUNCTIONS.get(name) or next(
             (h for prefix, h in DUCKDB_ONLY_PREFIXES.items() if name.startswith(prefix)), None)
         if hint:
             problems.append(Problem(token.line, f"{name}() is DuckDB-only (use {hint})"))
     return problems
+
+
+def _arrow_lambdas(sql: str) -> list[Problem]:
+    """`x -> ...` in the DuckDB source: DuckDB 2 refuses arrow lambdas (and `->` is its JSON operator too)."""
+    return [Problem(token.line, f"'->' is refused by DuckDB 2 (write the null filter as {NULL_FILTER})")
+            for token in sqlglot.tokenize(sql, read="duckdb") if token.token_type == TokenType.ARROW]
+
+
+def is_null_filter(node: exp.Expression | None) -> bool:
+    """`filter(l, lambda x: x is not null)` (Trino: `filter(l, x -> NOT x IS NULL)`): the list without its null items."""
+    if not isinstance(node, exp.ArrayFilter) or not isinstance(node.expression, exp.Lambda):
+        return False
+    function = node.expression
+    body = function.this
+    return (len(function.expressions) == 1 and isinstance(body, exp.Not) and isinstance(body.this, exp.Is)
+            and isinstance(body.this.expression, exp.Null) and isinstance(body.this.this, exp.Identifier | exp.Column)
+            and body.this.this.name == function.expressions[0].name)
 
 
 def _duckdb_only_syntax(tree: exp.Expression) -> list[Problem]:
@@ -128,8 +157,14 @@ def _duckdb_only_syntax(tree: exp.Expression) -> list[Problem]:
         special = str(join.args.get("method") or join.args.get("kind") or "").upper()
         if special in ("POSITIONAL", "ASOF", "SEMI", "ANTI"):
             problems.append(Problem(None, f"{special} JOIN is DuckDB-only (use a join with an explicit condition, or [not] exists)"))
-    if any(True for _ in tree.find_all(exp.Lambda)):
-        problems.append(Problem(None, "lambdas have no syntax both engines accept (Trino: x -> ...; DuckDB 2: lambda x: ...)"))
+    if any(not is_null_filter(function.parent) for function in tree.find_all(exp.Lambda)):
+        problems.append(Problem(None, "lambdas have no syntax both engines accept (Trino: x -> ...; DuckDB 2: lambda x: ...), "
+                                      f"except the null filter {NULL_FILTER}"))
+    for name, node_type in NULL_FREE_LIST_FUNCTIONS.items():
+        if any(not is_null_filter(node.this) for node in tree.find_all(node_type)):
+            trino_name = name.replace("list_", "array_")
+            problems.append(Problem(None, f"{name}() / {trino_name}() over a list that may hold nulls: Trino's {trino_name} "
+                                          f"returns NULL when an item is NULL, DuckDB's skips it (use {name}({NULL_FILTER}))"))
     if any(True for _ in tree.find_all(exp.Comprehension)):
         problems.append(Problem(None, "list comprehensions are DuckDB-only (use unnest and array_agg)"))
     return problems
@@ -167,7 +202,7 @@ def to_trino(sql: str, source: str = "<sql>") -> str:
         raise NonPortableSQLError(f"{source}: DuckDB SQL does not parse: {error}") from error
     if len(statements) != 1:
         raise NonPortableSQLError(f"{source}: holds {len(statements)} statements; one query per file")
-    problems = _duckdb_only_calls(sql) + _duckdb_only_syntax(statements[0])
+    problems = _duckdb_only_calls(sql) + _arrow_lambdas(sql) + _duckdb_only_syntax(statements[0])
     trino_sql = ""
     try:
         trino_sql = statements[0].sql(dialect="trino", unsupported_level=ErrorLevel.RAISE, pretty=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pytest
 import sqlglot
 
@@ -90,7 +91,52 @@ def test_one_query_per_file() -> None:
 
 def test_trino_text_of_a_named_query() -> None:
     text = trino_sql("features/daily_features")
-    assert "BITWISE_AND(f.alarm_flags, 1024)" in text and "CROSS JOIN UNNEST(fr.cell_mv)" in text
+    assert "BITWISE_AND(f.alarm_flags, 1024)" in text
+    assert "ARRAY_MAX(FILTER(f.cell_mv, mv -> NOT mv IS NULL))" in text
+    cells = trino_sql("features/cell_daily")
+    assert "ARRAY_SORT(FILTER(f.cell_mv, mv -> NOT mv IS NULL))" in cells
+    assert "SEQUENCE(1, CAST(CARDINALITY(cell_mv) AS BIGINT))" in cells and "CROSS JOIN UNNEST(fm.cell_indexes)" in cells
+
+
+# The null filter is the one lambda allowed: DuckDB 2 reads `lambda x:`, sqlglot writes Trino's `x ->`.
+@pytest.mark.parametrize(("sql", "trino"), [
+    ("select filter(cell_mv, lambda x: x is not null) as v from frames", "FILTER(cell_mv, x -> NOT x IS NULL)"),
+    ("select list_max(filter(cell_mv, lambda mv: mv is not null)) as m from frames",
+     "ARRAY_MAX(FILTER(cell_mv, mv -> NOT mv IS NULL))"),
+    ("select list_min(filter(probe_temp_c, lambda c: not c is null)) as m from frames",
+     "ARRAY_MIN(FILTER(probe_temp_c, c -> NOT c IS NULL))"),
+    ("select array_sort(filter(cell_mv, lambda x: x is not null))[1] as lowest from frames",
+     "ARRAY_SORT(FILTER(cell_mv, x -> NOT x IS NULL))[1]"),
+])
+def test_the_null_filter_and_extremes_over_it_are_portable(sql: str, trino: str) -> None:
+    assert trino in to_trino(sql)
+
+
+@pytest.mark.parametrize(("sql", "named"), [
+    ("select filter(cell_mv, lambda x: x > 3000) as v from frames", "lambdas"),  # only the null filter
+    ("select filter(cell_mv, lambda x: y is not null) as v from frames", "lambdas"),  # not its own variable
+    ("select filter(cell_mv, x -> x is not null) as v from frames", "'->' is refused by DuckDB 2"),
+    ("select list_max(cell_mv) as m from frames", "list_max() / array_max() over a list that may hold nulls"),
+    ("select list_min(filter(cell_mv, lambda x: x > 3000)) as m from frames", "list_min() / array_min()"),
+    ("select list_filter(cell_mv, lambda x: x is not null) as v from frames", "list_filter() is DuckDB-only"),
+])
+def test_other_lambdas_and_extremes_over_nullable_lists_are_refused(sql: str, named: str) -> None:
+    with pytest.raises(NonPortableSQLError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        to_trino(sql)
+
+
+def test_duckdb_reads_the_null_filter_as_trino_documents_it() -> None:
+    # Trino (docs, functions/array): filter keeps the items its function is true for, in order; array_max /
+    # array_min of an empty array are NULL; subscripts are 1-based. The same on DuckDB:
+    [row] = duckdb.sql("""
+        select filter(l, lambda x: x is not null) as kept,
+               list_max(filter(l, lambda x: x is not null)) as highest,
+               list_min(filter(e, lambda x: x is not null)) as none_left,
+               array_sort(filter(l, lambda x: x is not null))[1] as lowest,
+               generate_series(1, cast(cardinality(l) as bigint)) as indexes
+        from (select [3702, null, 3650, 3700]::usmallint[] as l, [null]::usmallint[] as e)
+    """).fetchall()
+    assert row == ([3702, 3650, 3700], 3702, None, 3650, [1, 2, 3, 4])
 
 
 def test_window_query_is_generated_from_the_signal_list() -> None:
