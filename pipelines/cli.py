@@ -192,6 +192,15 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_model(args: argparse.Namespace) -> int:
+    from pipelines.serving.model_server import serve_model
+
+    settings = load_settings()
+    port = args.port if args.port is not None else settings.model_server_port
+    serve_model(host=args.host, port=port, feature_set=args.feature_set, poll_seconds=settings.model_poll_seconds)
+    return 0
+
+
 def _catalog(args: argparse.Namespace) -> int:
     from pipelines.storage.catalog import refresh_local_catalog
 
@@ -288,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     trn.set_defaults(func=_train)
 
     commands.add_parser("models", help="registered model versions and champions").set_defaults(func=_models)
+
+    srv = commands.add_parser("serve-model", help="serve the champion models over the SageMaker inference "
+                                                  "container contract (/ping, /invocations)")
+    srv.add_argument("--port", type=int, default=None, help="default: CELLGUARD_MODEL_SERVER_PORT (8081)")
+    srv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 inside a container")
+    srv.add_argument("--feature-set", choices=["full", "signals6"], default="signals6",
+                     help="the champion /invocations serves; /endpoints/cellguard-<feature set>/invocations serves each")
+    srv.set_defaults(func=_serve_model)
 
     commands.add_parser("catalog", help="rebuild the DuckDB catalog (views over the lake)").set_defaults(func=_catalog)
     commands.add_parser("status", help="what the lake holds: counts, quarantine reasons").set_defaults(func=_status)

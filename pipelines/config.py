@@ -19,6 +19,8 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_DATA_DOCS": ("1", "`0` skips building Great Expectations Data Docs HTML (validation still runs)."),
     "CELLGUARD_S3_ENDPOINT_URL": ("", "S3-compatible endpoint (MinIO, moto) instead of AWS's."),
     "CELLGUARD_PROMOTION_AP_MARGIN": ("0.02", "A challenger replaces the champion unless its average precision on the same test window is lower by more than this."),
+    "CELLGUARD_MODEL_SERVER_PORT": ("8081", "Port of `cellguard serve-model` (8080 is Airflow's UI locally; use 8080 inside a SageMaker-style container)."),
+    "CELLGUARD_MODEL_POLL_SECONDS": ("30", "How often the model server checks the champion pointers and swaps in a new champion."),
 }
 
 
@@ -37,6 +39,8 @@ class Settings:
     data_docs: bool
     s3_endpoint_url: str | None
     promotion_ap_margin: float
+    model_server_port: int
+    model_poll_seconds: float
 
 
 def _env(name: str) -> str:
@@ -54,6 +58,26 @@ def _promotion_ap_margin() -> float:
         raise ValueError(f"CELLGUARD_PROMOTION_AP_MARGIN must be a number between 0 and 1 (an average precision "
                          f"difference), not {text!r}")
     return margin
+
+
+def _model_server_port() -> int:
+    """CELLGUARD_MODEL_SERVER_PORT as a TCP port number."""
+    text = _env("CELLGUARD_MODEL_SERVER_PORT")
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"CELLGUARD_MODEL_SERVER_PORT must be a port number between 1 and 65535, not {text!r}")
+    return int(text)
+
+
+def _model_poll_seconds() -> float:
+    """CELLGUARD_MODEL_POLL_SECONDS as a positive number of seconds."""
+    text = _env("CELLGUARD_MODEL_POLL_SECONDS")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.0 < seconds < float("inf"):  # also rejects NaN
+        raise ValueError(f"CELLGUARD_MODEL_POLL_SECONDS must be a number of seconds above 0, not {text!r}")
+    return seconds
 
 
 def load_settings() -> Settings:
@@ -77,6 +101,8 @@ def load_settings() -> Settings:
         data_docs=_env("CELLGUARD_DATA_DOCS") not in ("0", "false", "no"),
         s3_endpoint_url=os.environ.get("CELLGUARD_S3_ENDPOINT_URL", "").strip() or None,
         promotion_ap_margin=_promotion_ap_margin(),
+        model_server_port=_model_server_port(),
+        model_poll_seconds=_model_poll_seconds(),
     )
 
 

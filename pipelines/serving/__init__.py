@@ -1,0 +1,1 @@
+"""Serving: inference.py (the SageMaker handlers), the model server with the SageMaker container contract."""
