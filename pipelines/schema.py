@@ -104,3 +104,25 @@ CELL_DAILY_SCHEMA = pa.schema(
     + _fields("cell_dev_mv cell_dev_rest_mv cell_dev_load_mv", pa.float64())
     + [pa.field("valid_frames", pa.int64())]
 )
+
+# One prediction (DESIGN.md "prediction"), from batch inference or the API; unique on
+# (vin, as_of, model_version, source, request_id). `reasons` are the top XGBoost feature contributions
+# (log-odds, positive pushes towards an alarm) with the feature's value in the request.
+REASON_TYPE = pa.struct([pa.field("feature", pa.string()), pa.field("contribution", pa.float64()),
+                         pa.field("value", pa.float64())])
+PREDICTION_SCHEMA = pa.schema(
+    [
+        pa.field("vin", pa.string(), nullable=False),
+        pa.field("as_of", pa.date32(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("feature_set", pa.string(), nullable=False),
+        pa.field("probability", pa.float64(), nullable=False),
+        pa.field("alarm", pa.bool_(), nullable=False),
+        pa.field("threshold", pa.float64(), nullable=False),
+        pa.field("suspect_cell", pa.int32()),
+        pa.field("reasons", pa.list_(REASON_TYPE)),
+        pa.field("source", pa.string(), nullable=False),  # batch | api
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
