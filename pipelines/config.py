@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -21,6 +22,9 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_PROMOTION_AP_MARGIN": ("0.02", "A challenger replaces the champion unless its average precision on the same test window is lower by more than this."),
     "CELLGUARD_MODEL_SERVER_PORT": ("8081", "Port of `cellguard serve-model` (8080 is Airflow's UI locally; use 8080 inside a SageMaker-style container)."),
     "CELLGUARD_MODEL_POLL_SECONDS": ("30", "How often the model server checks the champion pointers and swaps in a new champion."),
+    "CELLGUARD_EVENT_STORE_URL": ("sqlite:///$CELLGUARD_HOME/events.sqlite", "Event store of every prediction and alert (SQLAlchemy URL): SQLite, or PostgreSQL such as `postgresql+psycopg://user@host/db` once a driver is installed (leave the password out: libpq reads `PGPASSWORD` or `~/.pgpass`)."),
+    "CELLGUARD_PREDICTION_FLUSH_ROWS": ("500", "The prediction API writes its buffered predictions to the lake's `predictions/` zone when this many are waiting."),
+    "CELLGUARD_PREDICTION_FLUSH_SECONDS": ("30", "The prediction API also writes them when the oldest has waited this many seconds."),
 }
 
 
@@ -41,6 +45,9 @@ class Settings:
     promotion_ap_margin: float
     model_server_port: int
     model_poll_seconds: float
+    event_store_url: str
+    prediction_flush_rows: int
+    prediction_flush_seconds: float
 
 
 def _env(name: str) -> str:
@@ -80,6 +87,36 @@ def _model_poll_seconds() -> float:
     return seconds
 
 
+def _event_store_url(home: Path) -> str:
+    """CELLGUARD_EVENT_STORE_URL: a SQLite or PostgreSQL SQLAlchemy URL (default: events.sqlite in the home)."""
+    url = os.environ.get("CELLGUARD_EVENT_STORE_URL", "").strip() or f"sqlite:///{home / 'events.sqlite'}"
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", url):
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)  # never echo a password
+        raise ValueError(f"CELLGUARD_EVENT_STORE_URL must be a SQLAlchemy URL of SQLite or PostgreSQL, such as "
+                         f"sqlite:////abs/path/events.sqlite or postgresql+psycopg://user@host/db, not {shown!r}")
+    return url
+
+
+def _prediction_flush_rows() -> int:
+    """CELLGUARD_PREDICTION_FLUSH_ROWS as a positive whole number."""
+    text = _env("CELLGUARD_PREDICTION_FLUSH_ROWS")
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"CELLGUARD_PREDICTION_FLUSH_ROWS must be a whole number of predictions above 0, not {text!r}")
+    return int(text)
+
+
+def _prediction_flush_seconds() -> float:
+    """CELLGUARD_PREDICTION_FLUSH_SECONDS as a positive number of seconds."""
+    text = _env("CELLGUARD_PREDICTION_FLUSH_SECONDS")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.0 < seconds < float("inf"):  # also rejects NaN
+        raise ValueError(f"CELLGUARD_PREDICTION_FLUSH_SECONDS must be a number of seconds above 0, not {text!r}")
+    return seconds
+
+
 def load_settings() -> Settings:
     """Read the environment now (not at import), so tests and tasks see current values."""
     home = Path(_env("CELLGUARD_HOME")).expanduser().resolve()
@@ -103,6 +140,9 @@ def load_settings() -> Settings:
         promotion_ap_margin=_promotion_ap_margin(),
         model_server_port=_model_server_port(),
         model_poll_seconds=_model_poll_seconds(),
+        event_store_url=_event_store_url(home),
+        prediction_flush_rows=_prediction_flush_rows(),
+        prediction_flush_seconds=_prediction_flush_seconds(),
     )
 
 

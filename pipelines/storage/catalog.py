@@ -18,6 +18,7 @@ VIEWS: dict[str, tuple[str, str, str]] = {
     "cell_daily": ("cell_daily", "dt=*/*.parquet", "parquet"),
     "quarantine": ("quarantine/rows", "*.parquet", "parquet"),
     "manifest": ("_manifest", "*.json", "json"),
+    "predictions": ("predictions", "dt=*/*.parquet", "parquet"),
 }
 
 EMPTY_DEFINITIONS = {
@@ -26,6 +27,12 @@ EMPTY_DEFINITIONS = {
     "cell_daily": "select null::varchar as vin, null::date as dt, null::integer as cell_index where false",
     "quarantine": "select null::varchar as source_key, null::varchar as rule, null::varchar as reason where false",
     "manifest": "select null::varchar as key, null::varchar as status where false",
+    "predictions": ("select null::varchar as vin, null::date as as_of, null::varchar as model_version, "
+                    "null::varchar as feature_set, null::double as probability, null::boolean as alarm, "
+                    "null::double as threshold, null::integer as suspect_cell, "
+                    "null::struct(feature varchar, contribution double, value double)[] as reasons, "
+                    "null::varchar as source, null::varchar as request_id, null::timestamptz as created_at, "
+                    "null::date as dt where false"),
 }
 
 
@@ -54,6 +61,15 @@ def _view_sql(lake: Lake, name: str) -> str:
         return (f"select * exclude (filename) from read_parquet('{location}', union_by_name=true, filename=true) "
                 "qualify row_number() over (partition by vin, dt order by filename not like '%/frames.parquet', filename) = 1"
                 if name == "daily" else f"select * from read_parquet('{location}', union_by_name=true)")
+    if name == "predictions":
+        # The contract's columns plus the partition's dt (= as_of; a filter on it prunes files, as on Athena, and
+        # reaches the files through the window because dt leads its partition).
+        # A crash between writing an object and stamping its rows in the event store can leave a prediction in
+        # two objects (pipelines/storage/predictions_zone.py): one row per key is kept.
+        return (f"select * exclude (filename) from read_parquet('{location}', union_by_name=true, filename=true, "
+                "hive_partitioning=true) "
+                "qualify row_number() over (partition by dt, vin, as_of, model_version, source, request_id "
+                "order by filename) = 1")
     partitioning = ", hive_partitioning=true" if "dt=" in pattern else ""
     return f"select * from read_parquet('{location}', union_by_name=true{partitioning})"
 

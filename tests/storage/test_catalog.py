@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from pipelines.config import load_settings
 from pipelines.ingest import ingest_pending
+from pipelines.schema import PREDICTION_SCHEMA
 from pipelines.storage.catalog import build_catalog, connect_read_only, refresh_local_catalog
 from pipelines.storage.lake import Lake
+from pipelines.storage.predictions_zone import write_batch
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
 HEADER = "vin,ts,vehicle_state,charge_state,speed_kmh,odometer_km,pack_voltage_v,pack_current_a,soc_pct,insulation_kohm,V_1,V_2,V_3,T_1,alarm_level,alarm_flags"
@@ -99,3 +102,30 @@ def test_refresh_local_catalog_uses_settings(cellguard_env: Path, monkeypatch: p
     assert (tmp_path / "cat" / "c.duckdb").is_file()
     monkeypatch.setenv("CELLGUARD_BACKEND", "aws")
     assert refresh_local_catalog() is None
+
+
+
+def test_predictions_view_has_the_contract_columns_empty_or_not(lake: Lake, tmp_path: Path) -> None:
+    path = build_catalog(lake, tmp_path / "catalog.duckdb")
+    with connect_read_only(path) as con:
+        assert con.execute("select * from predictions").fetchall() == []
+        empty_columns = con.execute("describe predictions").fetchall()
+
+    made = datetime(2026, 1, 6, 2, 0, tzinfo=UTC)
+    rows = [{"vin": vin, "as_of": date(2026, 1, 5), "model_version": "v1", "feature_set": "full", "probability": p,
+             "alarm": p >= 0.5, "threshold": 0.5, "suspect_cell": 3,
+             "reasons": [{"feature": "suspect_cell_z_lag1", "contribution": 0.8, "value": 3.5}],
+             "source": "batch", "request_id": "run-1", "created_at": made}
+            for vin, p in (("LSVAB1234CD567890", 0.75), ("LFV2A2156K3000001", 0.125))]
+    write_batch(lake, date(2026, 1, 5), "v1", pa.Table.from_pylist(rows, PREDICTION_SCHEMA))
+    build_catalog(lake, path)
+    with connect_read_only(path) as con:
+        assert con.execute("select vin, as_of::varchar, probability, alarm, suspect_cell, reasons[1].value, created_at "
+                           "from predictions order by vin").fetchall() == [
+            ("LFV2A2156K3000001", "2026-01-05", 0.125, False, 3, 3.5, made),
+            ("LSVAB1234CD567890", "2026-01-05", 0.75, True, 3, 3.5, made)]
+        columns = con.execute("describe predictions").fetchall()
+    # The empty zone's view has the same columns and types as the files, so a query works on both.
+    assert [(c[0], c[1]) for c in columns] == [(c[0], c[1]) for c in empty_columns]
+    assert [c[0] for c in columns] == PREDICTION_SCHEMA.names + ["dt"]
+    assert dict((c[0], c[1]) for c in columns)["reasons"] == 'STRUCT(feature VARCHAR, contribution DOUBLE, "value" DOUBLE)[]'

@@ -1,0 +1,405 @@
+"""The prediction event store: every prediction and alert, durable as soon as it is made (SQLite, or PostgreSQL by URL).
+
+The lake's `predictions/` zone is for analysts and catalogs; this store is the system of record that the API
+writes before it answers and that the batch DAG reads alarm episodes from. Two tables:
+
+    predictions   the prediction contract (schema.PREDICTION_SCHEMA; `reasons` as JSON text) plus `flushed_at`,
+                  when the row reached the lake. Unique on (vin, as_of, model_version, source, request_id):
+                  recording a key twice leaves the first row unchanged.
+    alerts        one row per alarm episode, unique on (vin, feature_set, first_as_of), with when and how it
+                  was notified. Which prediction starts an episode is the caller's decision; this only stores.
+
+`PredictionEventStore` is the interface (a DynamoDB store implements the same methods); `EventStore` is the
+SQL implementation with SQLAlchemy Core. One Engine per process and URL, short transactions, so API worker
+threads write at once: SQLite runs in WAL mode (readers never wait for the writer) and writers queue on
+the busy timeout instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Double,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    bindparam,
+    create_engine,
+    event,
+    make_url,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError
+
+from pipelines.config import Settings, load_settings
+from pipelines.schema import PREDICTION_SCHEMA
+
+PREDICTION_KEY = ("vin", "as_of", "model_version", "source", "request_id")
+SOURCES = ("batch", "api")
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # a writer waits this long for another writer's transaction before failing
+
+
+class PredictionKey(NamedTuple):
+    """What makes a prediction unique (DESIGN.md "prediction")."""
+
+    vin: str
+    as_of: date
+    model_version: str
+    source: str
+    request_id: str
+
+
+class PredictionEventStore(Protocol):
+    """What the API, the prediction buffer and the batch DAG need from an event store (SQL or DynamoDB)."""
+
+    def record_predictions(self, rows: list[dict] | pa.Table) -> int: ...
+    def unflushed(self, limit: int | None = None) -> pa.Table: ...
+    def mark_flushed(self, keys: Iterable[PredictionKey], at: datetime) -> None: ...
+    def predictions_for_vin(self, vin: str, limit: int = 100) -> list[dict]: ...
+    def predictions_between(self, first: date, last: date, alarm_only: bool = False) -> list[dict]: ...
+    def record_alert(self, *, vin: str, feature_set: str, first_as_of: date, model_version: str, probability: float,
+                     threshold: float, suspect_cell: int | None = None, created_at: datetime | None = None) -> bool: ...
+    def open_alert(self, vin: str, feature_set: str) -> dict | None: ...
+    def mark_notified(self, vin: str, feature_set: str, first_as_of: date, at: datetime, channel: str) -> bool: ...
+    def alerts_between(self, first: date, last: date) -> list[dict]: ...
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+def prediction_table(rows: list[dict] | pa.Table) -> pa.Table:
+    """Rows as a table in PREDICTION_SCHEMA exactly, or a ValueError naming the column and the row."""
+    if isinstance(rows, pa.Table):
+        missing = [name for name in PREDICTION_SCHEMA.names if name not in rows.column_names]
+        if missing:
+            raise ValueError(f"prediction rows lack contract columns {missing}")
+        columns = []
+        for field in PREDICTION_SCHEMA:
+            try:  # timestamps are truncated to the contract's milliseconds, every other cast must be exact
+                columns.append(rows[field.name].cast(field.type, safe=not pa.types.is_timestamp(field.type)))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+                raise ValueError(f"prediction column {field.name!r} cannot be read as {field.type}: {error}") from None
+        table = pa.Table.from_arrays(columns, schema=PREDICTION_SCHEMA)
+    else:
+        try:
+            table = pa.Table.from_pylist(list(rows), schema=PREDICTION_SCHEMA)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            raise ValueError(f"prediction rows do not match the contract: {error}") from None
+    for field in PREDICTION_SCHEMA:
+        if not field.nullable and table[field.name].null_count:
+            row = pc.index(pc.is_null(table[field.name]), True).as_py()
+            raise ValueError(f"prediction row {row + 1}: {field.name} is missing (the contract requires it)")
+    bad_source = pc.invert(pc.is_in(table["source"], pa.array(SOURCES)))
+    if pc.any(bad_source).as_py():
+        row = pc.index(bad_source, True).as_py()
+        raise ValueError(f"prediction row {row + 1}: source {table['source'][row].as_py()!r} is not one of {SOURCES}")
+    for name in ("probability", "threshold"):
+        outside = pc.invert(pc.and_(pc.greater_equal(table[name], 0.0), pc.less_equal(table[name], 1.0)))
+        if pc.any(pc.fill_null(outside, True)).as_py():  # NaN compares false, so it is outside too
+            row = pc.index(pc.fill_null(outside, True), True).as_py()
+            raise ValueError(f"prediction row {row + 1}: {name} = {table[name][row].as_py()!r} is not between 0 and 1")
+    return table
+
+
+def prediction_keys(table: pa.Table) -> list[PredictionKey]:
+    """The unique keys of prediction rows, in row order."""
+    return [PredictionKey(*key) for key in zip(*(table[name].to_pylist() for name in PREDICTION_KEY), strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, on SQLite (which stores no zone) as on PostgreSQL (timestamptz)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)  # naive means UTC
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite auto-increments only an INTEGER primary key
+
+predictions = Table(
+    "predictions", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),  # arrival order: "oldest first" for the lake
+    Column("vin", String(64), nullable=False),
+    Column("as_of", Date, nullable=False),
+    Column("model_version", String(128), nullable=False),
+    Column("feature_set", String(64), nullable=False),
+    Column("probability", Double, nullable=False),
+    Column("alarm", Boolean, nullable=False),
+    Column("threshold", Double, nullable=False),
+    Column("suspect_cell", Integer),
+    Column("reasons", Text),  # JSON list of {feature, contribution, value}; NaN kept as JSON's NaN extension
+    Column("source", String(16), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("flushed_at", UTCDateTime),  # when the row reached the lake's predictions/ zone
+    UniqueConstraint(*PREDICTION_KEY, name="uq_predictions_key"),
+)
+Index("ix_predictions_as_of", predictions.c.as_of)
+Index("ix_predictions_unflushed", predictions.c.id, sqlite_where=predictions.c.flushed_at.is_(None),
+      postgresql_where=predictions.c.flushed_at.is_(None))
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("vin", String(64), nullable=False),
+    Column("feature_set", String(64), nullable=False),
+    Column("first_as_of", Date, nullable=False),
+    Column("model_version", String(128), nullable=False),
+    Column("probability", Double, nullable=False),
+    Column("threshold", Double, nullable=False),
+    Column("suspect_cell", Integer),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("notified_at", UTCDateTime),
+    Column("channel", Text),
+    UniqueConstraint("vin", "feature_set", "first_as_of", name="uq_alerts_episode"),
+)
+Index("ix_alerts_first_as_of", alerts.c.first_as_of)
+
+_PREDICTION_COLUMNS = [predictions.c[name] for name in PREDICTION_SCHEMA.names]
+_ALERT_COLUMNS = [column for column in alerts.c if column.name != "id"]
+
+
+# ---------------------------------------------------------------------------------------------- engines
+
+_WRITE = "cellguard_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _forget_engines_after_fork() -> None:
+    """A forked child must not use its parent's pooled connections: it opens its own."""
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines_after_fork)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own implicit BEGIN is switched off so that _begin below decides how a transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}", "journal_mode = WAL", "synchronous = NORMAL",
+                       "foreign_keys = ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # A writer takes the write lock up front (waiting on the busy timeout). Starting deferred and upgrading
+        # later fails at once with SQLITE_BUSY if another writer committed in between.
+        write = connection.get_execution_options().get(_WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def engine_for(url: str) -> Engine:
+    """The process's one Engine for a URL, its tables created if missing."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            try:
+                dialect = make_url(url).get_backend_name()
+            except ArgumentError:
+                raise ValueError(f"event store URL {url!r} is not a database URL "
+                                 "(sqlite:////path/events.sqlite or postgresql+psycopg://host/db)") from None
+            if dialect == "sqlite":
+                engine = _sqlite_engine(url)
+            elif dialect == "postgresql":
+                try:
+                    engine = create_engine(url, pool_pre_ping=True)
+                except ModuleNotFoundError as error:
+                    raise ValueError(f"the PostgreSQL driver for the event store is not installed ({error.name}): "
+                                     "pip install 'psycopg[binary]' and use a postgresql+psycopg:// URL") from None
+            else:
+                raise ValueError(f"event store dialect {dialect!r} is not supported: use sqlite or postgresql")
+            with engine.connect() as connection:
+                connection.execution_options(**{_WRITE: True})
+                with connection.begin():  # SQLite: IMMEDIATE, so processes starting together create tables once
+                    metadata.create_all(connection)
+            _engines[url] = engine
+        return engine
+
+
+def insert_new(dialect_name: str, table: Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for SQLite or PostgreSQL: an existing key is left as it is."""
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}[dialect_name]
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+# ---------------------------------------------------------------------------------------------- store
+
+
+class EventStore:
+    """Predictions and alerts in a SQL database (SQLite file by default, PostgreSQL by URL)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = engine_for(url)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> EventStore:
+        """The store CELLGUARD_EVENT_STORE_URL names."""
+        settings = settings or load_settings()
+        return cls(settings.event_store_url)
+
+    def close(self) -> None:
+        """Close pooled connections (the Engine reconnects if this process uses the store again)."""
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            if write:
+                connection.execution_options(**{_WRITE: True})
+            with connection.begin():
+                yield connection
+
+    # ------------------------------------------------------------------ predictions
+
+    def record_predictions(self, rows: list[dict] | pa.Table) -> int:
+        """Store predictions; a key already stored is left unchanged. Returns how many rows were new."""
+        table = prediction_table(rows)
+        if table.num_rows == 0:
+            return 0
+        records = table.to_pylist()
+        for record in records:
+            record["reasons"] = None if record["reasons"] is None else json.dumps(record["reasons"])
+        statement = insert_new(self.engine.dialect.name, predictions).returning(predictions.c.id)
+        with self._transaction(write=True) as connection:
+            return len(connection.execute(statement, records).all())
+
+    def unflushed(self, limit: int | None = None) -> pa.Table:
+        """Predictions not yet in the lake, oldest first, in PREDICTION_SCHEMA."""
+        query = (select(*_PREDICTION_COLUMNS).where(predictions.c.flushed_at.is_(None))
+                 .order_by(predictions.c.id).limit(limit))
+        with self._transaction() as connection:
+            rows = [_prediction(row) for row in connection.execute(query)]
+        return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+
+    def mark_flushed(self, keys: Iterable[PredictionKey], at: datetime) -> None:
+        """Stamp predictions as written to the lake (a row already stamped keeps its first stamp)."""
+        params = [{"k_vin": k[0], "k_as_of": k[1], "k_model_version": k[2], "k_source": k[3], "k_request_id": k[4],
+                   "k_at": at} for k in keys]
+        if not params:
+            return
+        c = predictions.c
+        statement = (update(predictions)
+                     .where(c.vin == bindparam("k_vin", type_=c.vin.type),
+                            c.as_of == bindparam("k_as_of", type_=c.as_of.type),
+                            c.model_version == bindparam("k_model_version", type_=c.model_version.type),
+                            c.source == bindparam("k_source", type_=c.source.type),
+                            c.request_id == bindparam("k_request_id", type_=c.request_id.type),
+                            c.flushed_at.is_(None))
+                     .values(flushed_at=bindparam("k_at", type_=UTCDateTime())))
+        with self._transaction(write=True) as connection:
+            connection.execute(statement, params)
+
+    def predictions_for_vin(self, vin: str, limit: int = 100) -> list[dict]:
+        """A vehicle's latest predictions: newest as_of first, newest made first within a date."""
+        query = (select(*_PREDICTION_COLUMNS).where(predictions.c.vin == vin)
+                 .order_by(predictions.c.as_of.desc(), predictions.c.created_at.desc(), predictions.c.id.desc())
+                 .limit(limit))
+        with self._transaction() as connection:
+            return [_prediction(row) for row in connection.execute(query)]
+
+    def predictions_between(self, first: date, last: date, alarm_only: bool = False) -> list[dict]:
+        """Predictions with as_of in [first, last] (only alarms if asked), by as_of, vin, then when made."""
+        query = select(*_PREDICTION_COLUMNS).where(predictions.c.as_of.between(first, last))
+        if alarm_only:
+            query = query.where(predictions.c.alarm.is_(True))
+        query = query.order_by(predictions.c.as_of, predictions.c.vin, predictions.c.created_at, predictions.c.id)
+        with self._transaction() as connection:
+            return [_prediction(row) for row in connection.execute(query)]
+
+    # ------------------------------------------------------------------ alerts
+
+    def record_alert(self, *, vin: str, feature_set: str, first_as_of: date, model_version: str, probability: float,
+                     threshold: float, suspect_cell: int | None = None, created_at: datetime | None = None) -> bool:
+        """Store the start of an alarm episode; False if that episode (vin, feature_set, first_as_of) exists."""
+        values = {"vin": vin, "feature_set": feature_set, "first_as_of": first_as_of, "model_version": model_version,
+                  "probability": probability, "threshold": threshold, "suspect_cell": suspect_cell,
+                  "created_at": created_at or datetime.now(UTC), "notified_at": None, "channel": None}
+        statement = insert_new(self.engine.dialect.name, alerts).values(**values).returning(alerts.c.id)
+        with self._transaction(write=True) as connection:
+            return connection.execute(statement).first() is not None
+
+    def open_alert(self, vin: str, feature_set: str) -> dict | None:
+        """The vehicle's latest alarm episode for a feature set (None if it never alarmed)."""
+        query = (select(*_ALERT_COLUMNS).where(alerts.c.vin == vin, alerts.c.feature_set == feature_set)
+                 .order_by(alerts.c.first_as_of.desc()).limit(1))
+        with self._transaction() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else dict(row._mapping)
+
+    def mark_notified(self, vin: str, feature_set: str, first_as_of: date, at: datetime, channel: str) -> bool:
+        """Stamp an episode as notified; False if it does not exist or was notified already (notify once)."""
+        statement = (update(alerts)
+                     .where(alerts.c.vin == vin, alerts.c.feature_set == feature_set,
+                            alerts.c.first_as_of == first_as_of, alerts.c.notified_at.is_(None))
+                     .values(notified_at=at, channel=channel))
+        with self._transaction(write=True) as connection:
+            return connection.execute(statement).rowcount == 1
+
+    def alerts_between(self, first: date, last: date) -> list[dict]:
+        """Episodes that started in [first, last], by start date, vin, feature set."""
+        query = (select(*_ALERT_COLUMNS).where(alerts.c.first_as_of.between(first, last))
+                 .order_by(alerts.c.first_as_of, alerts.c.vin, alerts.c.feature_set))
+        with self._transaction() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def _prediction(row: Any) -> dict:
+    """A stored row as a contract dict (reasons parsed back from JSON)."""
+    record = dict(row._mapping)
+    record["reasons"] = None if record["reasons"] is None else json.loads(record["reasons"])
+    return record
