@@ -15,8 +15,8 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export GX_ANALYTICS_ENABLED := False
 export PYTHONPATH := $(CURDIR)/plugins$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-DEMO_VEHICLES ?= 40
-DEMO_DAYS ?= 90
+DEMO_VEHICLES ?= 50
+DEMO_DAYS ?= 100
 
 .PHONY: setup demo dag-test test lint bench lock clean airflow-db
 
@@ -35,7 +35,7 @@ airflow-db: setup
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -30 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 
 demo: setup airflow-db
-	$(BIN)/cellguard simulate --vehicles $(DEMO_VEHICLES) --days $(DEMO_DAYS) --format mixed --damaged
+	$(BIN)/cellguard simulate --vehicles $(DEMO_VEHICLES) --days $(DEMO_DAYS) --fault-fraction 0.5 --format mixed --damaged
 	$(BIN)/cellguard simulate --vehicles 3 --days 3 --shape wide_export --seed 7
 	@CELLGUARD_INGEST_MAX_OBJECTS=100000 $(MAKE) --no-print-directory dag-test DAG=bms_ingest
 	$(BIN)/cellguard status
