@@ -201,6 +201,14 @@ def _serve_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_api(args: argparse.Namespace) -> int:
+    from pipelines.serving.api import serve_api
+
+    settings = load_settings()
+    serve_api(host=args.host, port=args.port if args.port is not None else settings.api_port, settings=settings)
+    return 0
+
+
 def _catalog(args: argparse.Namespace) -> int:
     from pipelines.storage.catalog import refresh_local_catalog
 
@@ -305,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--feature-set", choices=["full", "signals6"], default="signals6",
                      help="the champion /invocations serves; /endpoints/cellguard-<feature set>/invocations serves each")
     srv.set_defaults(func=_serve_model)
+
+    api = commands.add_parser("serve-api", help="serve the prediction API (POST /v1/predictions, read routes, "
+                                                "OpenAPI docs at /docs); bearer token CELLGUARD_API_TOKEN, or a "
+                                                "generated one printed and written to $CELLGUARD_HOME/api-token")
+    api.add_argument("--port", type=int, default=None, help="default: CELLGUARD_API_PORT (8000)")
+    api.add_argument("--host", default="127.0.0.1", help="0.0.0.0 inside a container")
+    api.set_defaults(func=_serve_api)
 
     commands.add_parser("catalog", help="rebuild the DuckDB catalog (views over the lake)").set_defaults(func=_catalog)
     commands.add_parser("status", help="what the lake holds: counts, quarantine reasons").set_defaults(func=_status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 # name -> (default, description); the README's configuration table is generated from this.
@@ -25,7 +25,25 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_EVENT_STORE_URL": ("sqlite:///$CELLGUARD_HOME/events.sqlite", "Event store of every prediction and alert (SQLAlchemy URL): SQLite, or PostgreSQL such as `postgresql+psycopg://user@host/db` once a driver is installed (leave the password out: libpq reads `PGPASSWORD` or `~/.pgpass`)."),
     "CELLGUARD_PREDICTION_FLUSH_ROWS": ("500", "The prediction API writes its buffered predictions to the lake's `predictions/` zone when this many are waiting."),
     "CELLGUARD_PREDICTION_FLUSH_SECONDS": ("30", "The prediction API also writes them when the oldest has waited this many seconds."),
+    "CELLGUARD_ALERT_WEBHOOK": ("", "Webhook (`https://…`, Slack-compatible JSON `{\"text\": …}`) that each new alarm episode and each failed `bms_batch_inference` run is posted to; unset: alerts go to the event store's `alerts` table only. Treat it as a secret (Slack's URL holds a token): it is never logged."),
+    "CELLGUARD_API_TOKEN": ("", "Bearer token every prediction API route but `/healthz` requires (16+ characters of `A–Z a–z 0–9 . _ ~ + / = -`). Unset: `cellguard serve-api` generates one at each start, prints it and writes it to `$CELLGUARD_HOME/api-token` (mode 600)."),
+    "CELLGUARD_API_PORT": ("8000", "Port of `cellguard serve-api`, the prediction API."),
+    "CELLGUARD_API_MAX_ITEMS": ("500", "Most items one `POST /v1/predictions` list may hold (the body is also limited to 1 MB)."),
 }
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A setting never shown: str() and repr() hide it (so `cellguard config` does not print it); reveal() gives it."""
+
+    value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        """The secret itself."""
+        return self.value
+
+    def __str__(self) -> str:
+        return "***"
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,10 @@ class Settings:
     event_store_url: str
     prediction_flush_rows: int
     prediction_flush_seconds: float
+    alert_webhook: Secret | None  # a webhook URL often holds its token: shown as ***
+    api_token: Secret | None
+    api_port: int
+    api_max_items: int
 
 
 def _env(name: str) -> str:
@@ -67,11 +89,11 @@ def _promotion_ap_margin() -> float:
     return margin
 
 
-def _model_server_port() -> int:
-    """CELLGUARD_MODEL_SERVER_PORT as a TCP port number."""
-    text = _env("CELLGUARD_MODEL_SERVER_PORT")
+def _port(name: str) -> int:
+    """A CELLGUARD_*_PORT setting as a TCP port number."""
+    text = _env(name)
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"CELLGUARD_MODEL_SERVER_PORT must be a port number between 1 and 65535, not {text!r}")
+        raise ValueError(f"{name} must be a port number between 1 and 65535, not {text!r}")
     return int(text)
 
 
@@ -117,6 +139,38 @@ def _prediction_flush_seconds() -> float:
     return seconds
 
 
+def _alert_webhook() -> Secret | None:
+    """CELLGUARD_ALERT_WEBHOOK: an http(s) URL (kept as a Secret), or None when unset."""
+    url = os.environ.get("CELLGUARD_ALERT_WEBHOOK", "").strip()
+    if not url:
+        return None
+    match = re.match(r"^(https?)://([^/?#@\s]+)(?:[/?#]\S*)?$", url)
+    if not match:
+        shown = re.sub(r"^((?:[^:/]*://)?[^/]*)/.*$", r"\1/…", url)  # the path may hold a token: never echo it
+        raise ValueError(f"CELLGUARD_ALERT_WEBHOOK must be an http:// or https:// URL such as "
+                         f"https://hooks.slack.com/services/…, not {shown!r}")
+    return Secret(url)
+
+
+def _api_token() -> Secret | None:
+    """CELLGUARD_API_TOKEN (None when unset): a bearer token of 16+ URL-safe characters."""
+    text = os.environ.get("CELLGUARD_API_TOKEN", "").strip()
+    if not text:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{16,}", text):  # RFC 6750 token characters; the value is never echoed
+        raise ValueError(f"CELLGUARD_API_TOKEN must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / = - "
+                         f"(it has {len(text)}); unset it and `cellguard serve-api` generates one")
+    return Secret(text)
+
+
+def _api_max_items() -> int:
+    """CELLGUARD_API_MAX_ITEMS as a positive whole number."""
+    text = _env("CELLGUARD_API_MAX_ITEMS")
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"CELLGUARD_API_MAX_ITEMS must be a whole number of request items above 0, not {text!r}")
+    return int(text)
+
+
 def load_settings() -> Settings:
     """Read the environment now (not at import), so tests and tasks see current values."""
     home = Path(_env("CELLGUARD_HOME")).expanduser().resolve()
@@ -138,11 +192,15 @@ def load_settings() -> Settings:
         data_docs=_env("CELLGUARD_DATA_DOCS") not in ("0", "false", "no"),
         s3_endpoint_url=os.environ.get("CELLGUARD_S3_ENDPOINT_URL", "").strip() or None,
         promotion_ap_margin=_promotion_ap_margin(),
-        model_server_port=_model_server_port(),
+        model_server_port=_port("CELLGUARD_MODEL_SERVER_PORT"),
         model_poll_seconds=_model_poll_seconds(),
         event_store_url=_event_store_url(home),
         prediction_flush_rows=_prediction_flush_rows(),
         prediction_flush_seconds=_prediction_flush_seconds(),
+        alert_webhook=_alert_webhook(),
+        api_token=_api_token(),
+        api_port=_port("CELLGUARD_API_PORT"),
+        api_max_items=_api_max_items(),
     )
 
 

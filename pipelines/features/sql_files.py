@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import sqlglot
@@ -29,8 +30,9 @@ def all_sql_files() -> list[Path]:
     return sorted(SQL_DIR.rglob("*.sql"))
 
 
-def input_relations(sql: str) -> set[str]:
+@lru_cache(maxsize=64)  # parsing the window query takes ~0.5 s; the API runs it on every lake-backed request
+def input_relations(sql: str) -> frozenset[str]:
     """The tables a query reads that it does not define itself (its CTEs): what a runner must provide."""
     tree = sqlglot.parse_one(sql, read="duckdb")
     defined = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-    return {table.name for table in tree.find_all(exp.Table) if table.name and table.name not in defined}
+    return frozenset(table.name for table in tree.find_all(exp.Table) if table.name and table.name not in defined)
