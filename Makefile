@@ -15,10 +15,14 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export GX_ANALYTICS_ENABLED := False
 export PYTHONPATH := $(CURDIR)/plugins$(if $(PYTHONPATH),:$(PYTHONPATH))
 
+RUN_DIR := $(CELLGUARD_HOME)/run
+API_PORT ?= $(or $(CELLGUARD_API_PORT),8000)
+MODEL_PORT ?= $(or $(CELLGUARD_MODEL_SERVER_PORT),8081)
+
 DEMO_VEHICLES ?= 50
 DEMO_DAYS ?= 100
 
-.PHONY: setup demo dag-test test lint bench lock clean airflow-db
+.PHONY: setup demo dag-test serve up down stop-servers test lint bench lock clean airflow-db
 
 setup: $(VENV)/.installed
 
@@ -41,10 +45,42 @@ demo: setup airflow-db
 	$(BIN)/cellguard status
 	@$(MAKE) --no-print-directory dag-test DAG=bms_features
 	@$(MAKE) --no-print-directory dag-test DAG=bms_training
+	@$(MAKE) --no-print-directory dag-test DAG=bms_batch_inference
 	@echo "== champions (AP on the time-split test window, beside the reference recipe on the same split) =="
 	$(BIN)/cellguard models
-	@echo "Data Docs: file://$(CELLGUARD_HOME)/lake/reports/data_docs/index.html"
-	@echo "Try:       $(BIN)/duckdb -readonly $(CELLGUARD_HOME)/catalog.duckdb \"select dt, count(*) filter (where alarm) from daily group by dt order by dt\""
+	@$(MAKE) --no-print-directory serve
+	@echo "== the API, asked in the reference's exact format and by VIN =="
+	$(BIN)/cellguard try-api
+	@echo "== vehicles most at risk =="
+	$(BIN)/cellguard at-risk
+	@echo "Data Docs:    file://$(CELLGUARD_HOME)/lake/reports/data_docs/index.html"
+	@echo "SQL:          $(BIN)/duckdb -readonly $(CELLGUARD_HOME)/catalog.duckdb \"select vin, as_of, probability, suspect_cell from predictions order by probability desc limit 10\""
+	@echo "API:          http://127.0.0.1:$(API_PORT)/docs   token: $$(cat $(CELLGUARD_HOME)/api-token)"
+	@echo "              curl -H \"Authorization: Bearer \$$(cat $(CELLGUARD_HOME)/api-token)\" http://127.0.0.1:$(API_PORT)/v1/model"
+	@echo "Model server: http://127.0.0.1:$(MODEL_PORT)/ping   (SageMaker container contract; make down stops both)"
+
+# The model server and the API in the background (logs and pids in $(RUN_DIR)); `make down` stops them.
+serve: setup
+	@mkdir -p $(RUN_DIR)
+	@$(MAKE) --no-print-directory stop-servers
+	@setsid nohup $(BIN)/cellguard serve-model --port $(MODEL_PORT) > $(RUN_DIR)/model-server.log 2>&1 < /dev/null & echo $$! > $(RUN_DIR)/model-server.pid
+	@setsid nohup $(BIN)/cellguard serve-api --port $(API_PORT) > $(RUN_DIR)/api.log 2>&1 < /dev/null & echo $$! > $(RUN_DIR)/api.pid
+	@$(BIN)/python -c 'from pipelines.serving.tour import wait_for; wait_for(["http://127.0.0.1:$(MODEL_PORT)/ping", "http://127.0.0.1:$(API_PORT)/healthz"])' \
+		|| (tail -20 $(RUN_DIR)/model-server.log $(RUN_DIR)/api.log; exit 1)
+	@echo "model server on :$(MODEL_PORT), API on :$(API_PORT) (logs in $(RUN_DIR))"
+
+# Airflow (UI on :8080, `airflow standalone`), the model server and the API, for interactive use.
+up: serve airflow-db
+	@setsid nohup $(BIN)/airflow standalone > $(RUN_DIR)/airflow.log 2>&1 < /dev/null & echo $$! > $(RUN_DIR)/airflow.pid
+	@echo "Airflow on http://127.0.0.1:8080 (login in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated once it has started)"
+
+down: stop-servers
+
+stop-servers:
+	@for name in airflow model-server api; do \
+		pid_file=$(RUN_DIR)/$$name.pid; \
+		if [ -f $$pid_file ]; then kill -- -$$(cat $$pid_file) 2>/dev/null && echo "stopped $$name" || true; rm -f $$pid_file; fi; \
+	done
 
 # Run one DAG through Airflow (`airflow dags test`), its log in $(CELLGUARD_HOME)/<dag>.log.
 dag-test: setup
@@ -65,5 +101,5 @@ bench: setup
 lock:
 	$(BIN)/uv pip compile --python-version 3.11 requirements.in -o requirements.txt
 
-clean:
+clean: stop-servers
 	rm -rf var .pytest_cache

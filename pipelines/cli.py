@@ -209,6 +209,26 @@ def _serve_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_risk(args: argparse.Namespace) -> int:
+    from pipelines.serving.tour import at_risk_lines
+    from pipelines.storage.lake import Lake
+
+    print("\n".join(at_risk_lines(Lake.from_settings(), top=args.top, feature_set=args.feature_set)))
+    return 0
+
+
+def _try_api(args: argparse.Namespace) -> int:
+    from pipelines.serving.api_auth import token_path
+    from pipelines.serving.tour import try_the_api
+    from pipelines.storage.lake import Lake
+
+    settings = load_settings()
+    token = settings.api_token.reveal() if settings.api_token else token_path(settings).read_text().strip()
+    url = args.url or f"http://127.0.0.1:{settings.api_port}"
+    print("\n".join(try_the_api(Lake.from_settings(settings), url, token)))
+    return 0
+
+
 def _catalog(args: argparse.Namespace) -> int:
     from pipelines.storage.catalog import refresh_local_catalog
 
@@ -320,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=None, help="default: CELLGUARD_API_PORT (8000)")
     api.add_argument("--host", default="127.0.0.1", help="0.0.0.0 inside a container")
     api.set_defaults(func=_serve_api)
+
+    risk = commands.add_parser("at-risk", help="the vehicles most likely to alarm, from the latest batch predictions")
+    risk.add_argument("--top", type=int, default=10)
+    risk.add_argument("--feature-set", choices=["full", "signals6"], default="full")
+    risk.set_defaults(func=_at_risk)
+
+    tour = commands.add_parser("try-api", help="send one reference-format request and one by VIN to the running API")
+    tour.add_argument("--url", default=None, help="default: http://127.0.0.1:$CELLGUARD_API_PORT")
+    tour.set_defaults(func=_try_api)
 
     commands.add_parser("catalog", help="rebuild the DuckDB catalog (views over the lake)").set_defaults(func=_catalog)
     commands.add_parser("status", help="what the lake holds: counts, quarantine reasons").set_defaults(func=_status)
