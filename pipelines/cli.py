@@ -210,10 +210,15 @@ def _serve_api(args: argparse.Namespace) -> int:
 
 
 def _at_risk(args: argparse.Namespace) -> int:
-    from pipelines.serving.tour import at_risk_lines
+    from pipelines.serving.tour import alert_lines, at_risk_lines, latest_predictions
+    from pipelines.storage.event_store import EventStore
     from pipelines.storage.lake import Lake
 
-    print("\n".join(at_risk_lines(Lake.from_settings(), top=args.top, feature_set=args.feature_set)))
+    lake = Lake.from_settings()
+    print("\n".join(at_risk_lines(lake, top=args.top, feature_set=args.feature_set)))
+    latest = latest_predictions(lake, args.feature_set)
+    if latest.num_rows:
+        print("\n".join(alert_lines(EventStore.from_settings(), latest["as_of"][0].as_py())))
     return 0
 
 

@@ -63,3 +63,20 @@ def test_waiting_for_a_server_that_never_starts_gives_up_with_its_url() -> None:
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
         with pytest.raises(TimeoutError, match=f"127.0.0.1:{port}/ping"):
             wait_for([f"http://127.0.0.1:{port}/ping"], seconds=1)
+
+
+def test_alert_lines_show_each_episode_once_with_how_it_was_sent(tmp_path) -> None:
+    from pipelines.serving.tour import alert_lines
+    from pipelines.storage.event_store import EventStore
+
+    store = EventStore(f"sqlite:///{tmp_path / 'events.sqlite'}")
+    assert "no alarm episodes" in alert_lines(store, AS_OF)[0]
+    store.record_alert(vin=VIN_B, feature_set="full", first_as_of=AS_OF - timedelta(days=2), model_version="v1",
+                       probability=0.81, threshold=0.3, suspect_cell=7)
+    store.record_alert(vin=VIN_A, feature_set="full", first_as_of=AS_OF - timedelta(days=20), model_version="v1",
+                       probability=0.9, threshold=0.3, suspect_cell=None)  # started before the 14 days
+    store.mark_notified(VIN_B, "full", AS_OF - timedelta(days=2), datetime(2026, 3, 1, tzinfo=UTC), "store")
+    lines = alert_lines(store, AS_OF)
+    assert lines[0].startswith("1 alarm episode(s) started in the 14 days up to 2026-03-01")
+    assert lines[1].split() == [VIN_B, "from", "2026-02-27", "probability", "0.810", "suspect", "cell", "7",
+                                "(sent", "via", "store)"]
