@@ -71,7 +71,7 @@ serve: setup
 
 # Airflow (UI on :8080, `airflow standalone`), the model server and the API, for interactive use.
 up: serve airflow-db
-	@setsid nohup $(BIN)/airflow standalone > $(RUN_DIR)/airflow.log 2>&1 < /dev/null & echo $$! > $(RUN_DIR)/airflow.pid
+	@PATH="$(CURDIR)/$(BIN):$$PATH" setsid nohup $(BIN)/airflow standalone > $(RUN_DIR)/airflow.log 2>&1 < /dev/null & echo $$! > $(RUN_DIR)/airflow.pid
 	@echo "Airflow on http://127.0.0.1:8080 (login in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated once it has started)"
 
 down: stop-servers
