@@ -76,10 +76,17 @@ up: serve airflow-db
 
 down: stop-servers
 
+# Each was started with setsid, so its session holds every process it spawned (Airflow's task workers too):
+# ask them to stop, give them 20 s to finish what they are doing, then kill what is left.
 stop-servers:
 	@for name in airflow model-server api; do \
 		pid_file=$(RUN_DIR)/$$name.pid; \
-		if [ -f $$pid_file ]; then kill -- -$$(cat $$pid_file) 2>/dev/null && echo "stopped $$name" || true; rm -f $$pid_file; fi; \
+		if [ -f $$pid_file ]; then \
+			sid=$$(cat $$pid_file); pkill -TERM -s $$sid 2>/dev/null && echo "stopping $$name" || true; \
+			for i in $$(seq 40); do pgrep -s $$sid > /dev/null || break; sleep 0.5; done; \
+			pkill -KILL -s $$sid 2>/dev/null && echo "  $$name did not stop within 20 s: killed" || true; \
+			rm -f $$pid_file; \
+		fi; \
 	done
 
 # Run one DAG through Airflow (`airflow dags test`), its log in $(CELLGUARD_HOME)/<dag>.log.
