@@ -97,15 +97,15 @@ def _port(name: str) -> int:
     return int(text)
 
 
-def _model_poll_seconds() -> float:
-    """CELLGUARD_MODEL_POLL_SECONDS as a positive number of seconds."""
-    text = _env("CELLGUARD_MODEL_POLL_SECONDS")
+def _positive_seconds(name: str) -> float:
+    """A CELLGUARD_* setting as a positive, finite number of seconds."""
+    text = _env(name)
     try:
         seconds = float(text)
     except ValueError:
         seconds = float("nan")
     if not 0.0 < seconds < float("inf"):  # also rejects NaN
-        raise ValueError(f"CELLGUARD_MODEL_POLL_SECONDS must be a number of seconds above 0, not {text!r}")
+        raise ValueError(f"{name} must be a number of seconds above 0, not {text!r}")
     return seconds
 
 
@@ -125,18 +125,6 @@ def _prediction_flush_rows() -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"CELLGUARD_PREDICTION_FLUSH_ROWS must be a whole number of predictions above 0, not {text!r}")
     return int(text)
-
-
-def _prediction_flush_seconds() -> float:
-    """CELLGUARD_PREDICTION_FLUSH_SECONDS as a positive number of seconds."""
-    text = _env("CELLGUARD_PREDICTION_FLUSH_SECONDS")
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not 0.0 < seconds < float("inf"):  # also rejects NaN
-        raise ValueError(f"CELLGUARD_PREDICTION_FLUSH_SECONDS must be a number of seconds above 0, not {text!r}")
-    return seconds
 
 
 def _alert_webhook() -> Secret | None:
@@ -193,10 +181,10 @@ def load_settings() -> Settings:
         s3_endpoint_url=os.environ.get("CELLGUARD_S3_ENDPOINT_URL", "").strip() or None,
         promotion_ap_margin=_promotion_ap_margin(),
         model_server_port=_port("CELLGUARD_MODEL_SERVER_PORT"),
-        model_poll_seconds=_model_poll_seconds(),
+        model_poll_seconds=_positive_seconds("CELLGUARD_MODEL_POLL_SECONDS"),
         event_store_url=_event_store_url(home),
         prediction_flush_rows=_prediction_flush_rows(),
-        prediction_flush_seconds=_prediction_flush_seconds(),
+        prediction_flush_seconds=_positive_seconds("CELLGUARD_PREDICTION_FLUSH_SECONDS"),
         alert_webhook=_alert_webhook(),
         api_token=_api_token(),
         api_port=_port("CELLGUARD_API_PORT"),
