@@ -46,18 +46,11 @@ def bms_batch_inference():
     def as_of_dates() -> list[str]:
         from cellguard_airflow.events import dates_from_events
 
-        from pipelines.serving.batch_inference import as_of_dates_for, latest_as_of
-        from pipelines.storage.lake import Lake
+        from pipelines.serving.batch_inference import as_of_dates_to_score
 
         context = get_current_context()
-        requested = list(context["params"].get("dates") or [])
-        if requested:
-            return sorted(set(requested))
         touched = dates_from_events(context.get("triggering_asset_events"))
-        if touched:
-            return [day.isoformat() for day in as_of_dates_for(touched)]
-        latest = latest_as_of(Lake.from_settings())
-        return [latest.isoformat()] if latest else []
+        return [day.isoformat() for day in as_of_dates_to_score(context["params"].get("dates") or [], touched)]
 
     @task(outlets=[PREDICTIONS])
     def score(dates: list[str], params=None, *, outlet_events=None) -> dict:

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from pipelines.features.window_signals import CONTEXT_DAYS
 from pipelines.features.windows import inference_windows
 from pipelines.serving.api_schemas import ApiError, problem
+from pipelines.serving.batch_inference import feature_matrix
 from pipelines.serving.inference import InvalidInput, predict_fn
 from pipelines.serving.model_champions import ChampionModels
 from pipelines.serving.model_loading import LoadedModel
@@ -98,13 +99,6 @@ def item_windows(daily: pa.Table, items: Sequence[Item]) -> tuple[pa.Table | Non
     return windows, rows
 
 
-def window_matrix(windows: pa.Table, rows: Sequence[int], feature_names: Sequence[str]) -> np.ndarray:
-    """Some windows' features in the model's column order as float64 (null → NaN)."""
-    picked = windows.take(pa.array(rows, pa.int64()))
-    return np.column_stack([pc.cast(picked[name], pa.float64()).to_numpy(zero_copy_only=False)
-                            for name in feature_names])
-
-
 def _champion(champions: ChampionModels, feature_set: str) -> tuple[LoadedModel, float]:
     loaded = champions.get(feature_set)
     if loaded is None:
@@ -157,8 +151,8 @@ def score_items(items: Sequence[Item], lake: Lake, champions: ChampionModels,
             matrix = np.array([items[n].features for n in group], dtype=np.float64)
         else:
             assert windows is not None  # every lake item has a window, checked above
-            matrix = window_matrix(windows, [window_rows[(items[n].vin, items[n].as_of)] for n in group],
-                                   model.feature_names)
+            picked = windows.take(pa.array([window_rows[(items[n].vin, items[n].as_of)] for n in group], pa.int64()))
+            matrix = feature_matrix(picked, model.feature_names)
         try:
             probabilities = predict_fn(matrix, model).astype(np.float64)
         except InvalidInput as error:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -48,7 +47,6 @@ from pipelines.training import registry
 log = logging.getLogger(__name__)
 
 SOURCE = "batch"
-_DAILY_KEY = re.compile(r"^daily/dt=(\d{4}-\d{2}-\d{2})/[^/]+\.parquet$")
 
 
 @dataclass
@@ -79,8 +77,19 @@ def as_of_dates_for(touched: Iterable[date | str]) -> list[date]:
 
 def latest_as_of(lake: Lake) -> date | None:
     """The day after the newest date in the daily zone (None when it is empty)."""
-    days = [m[1] for info in lake.list(daily_zone.DAILY_PREFIX) if (m := _DAILY_KEY.match(info.key))]
-    return date.fromisoformat(max(days)) + timedelta(days=1) if days else None
+    days = daily_zone.daily_days(lake)
+    return days[-1] + timedelta(days=1) if days else None
+
+
+def as_of_dates_to_score(requested: Iterable[date | str], touched: Iterable[date | str] | None,
+                         lake: Lake | None = None) -> list[date]:
+    """Requested as_of dates; else the day after each touched daily date; else the day after the newest one."""
+    if requested := as_dates(requested):
+        return requested
+    if touched:
+        return as_of_dates_for(touched)
+    latest = latest_as_of(lake or Lake.from_settings())
+    return [latest] if latest else []
 
 
 def feature_matrix(windows: pa.Table, feature_names: Iterable[str]) -> np.ndarray:

@@ -50,6 +50,11 @@ def frame_days(lake: Lake) -> list[date]:
     return sorted({day for day, _, _ in _partitions(lake, FRAMES_PREFIX)})
 
 
+def daily_days(lake: Lake) -> list[date]:
+    """Dates with daily rows from any source (computed or imported)."""
+    return sorted({day for day, _, _ in _partitions(lake, DAILY_PREFIX)})
+
+
 def computed_days(lake: Lake) -> list[date]:
     """Dates whose daily rows have been computed from frames."""
     return sorted({day for day, part, _ in _partitions(lake, DAILY_PREFIX) if part == COMPUTED_PART})

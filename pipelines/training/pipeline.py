@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import xgboost as xgb
 
 from pipelines.features.window_signals import HORIZON_DAYS, feature_columns
 from pipelines.features.windows import select_feature_set, training_windows
@@ -119,11 +120,19 @@ def _train_with_entry_point(train_rows: pd.DataFrame, validation_rows: pd.DataFr
     return (workdir / "model" / train.ARCHIVE_FILE).read_bytes()
 
 
-def _score(archive: bytes, rows: pd.DataFrame, workdir: Path) -> pd.DataFrame | None:
-    """Rows with the archive's probability, or None when the rows lack a column the model needs."""
+Model = tuple[xgb.Booster, dict]  # a booster and its feature_names.json metadata
+
+
+def _load(archive: bytes, workdir: Path) -> Model:
+    """The booster and metadata inside a model.tar.gz (unpacked once per archive)."""
     folder = Path(tempfile.mkdtemp(dir=workdir))
     (folder / train.ARCHIVE_FILE).write_bytes(archive)
-    booster, metadata = train.load_booster(folder)
+    return train.load_booster(folder)
+
+
+def _score(model: Model, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """Rows with the model's probability, or None when the rows lack a column the model needs."""
+    booster, metadata = model
     names = metadata["feature_names"]
     if any(name not in rows.columns for name in names):
         return None
@@ -131,11 +140,9 @@ def _score(archive: bytes, rows: pd.DataFrame, workdir: Path) -> pd.DataFrame | 
     return rows.assign(probability=train.predict(booster, matrix))
 
 
-def _importance(archive: bytes, workdir: Path) -> dict[str, float]:
+def _importance(model: Model) -> dict[str, float]:
     """Total gain per named feature (the booster knows features as f0, f1, … in feature_names order)."""
-    folder = Path(tempfile.mkdtemp(dir=workdir))
-    (folder / train.ARCHIVE_FILE).write_bytes(archive)
-    booster, metadata = train.load_booster(folder)
+    booster, metadata = model
     names = metadata["feature_names"]
     gains = booster.get_score(importance_type="total_gain")
     return {names[int(key[1:])]: float(value) for key, value in gains.items() if key[1:].isdigit()}
@@ -159,8 +166,8 @@ def train_and_register(request: TrainingRequest | None = None, lake: Lake | None
     first, last = labelled_as_of_range(daily_frame, request)
     plan = plan_split(first, last)
     say(f"windows for as_of {first} … {last} from {daily.num_rows:,} daily rows; split {plan.to_dict()}")
-    windows = select_feature_set(training_windows(daily, daily_zone.days_between(first, last)),
-                                 request.feature_set).to_pandas()
+    all_windows = training_windows(daily, daily_zone.days_between(first, last))
+    windows = select_feature_set(all_windows, request.feature_set).to_pandas()
     windows = windows[windows["label"].notna()].reset_index(drop=True)
     split = train_validation_test_split(windows, plan.validation_start, plan.test_start, plan.gap_days)
     for part in ("train", "validation", "test"):
@@ -175,17 +182,17 @@ def train_and_register(request: TrainingRequest | None = None, lake: Lake | None
         say(f"training {request.feature_set} on {len(split.train):,} windows "
             f"({int(split.train['label'].sum()):,} positive) with train.py")
         archive = _train_with_entry_point(split.train, split.validation, request, workdir)
-        validation = _score(archive, split.validation, workdir)
-        test = _score(archive, split.test, workdir)
+        challenger = _load(archive, workdir)
+        validation = _score(challenger, split.validation)
+        test = _score(challenger, split.test)
         ours = evaluate(validation, test, request.target_precision, alarm_days)
-        importance = _importance(archive, workdir)
+        importance = _importance(challenger)
 
         models = []
         baseline = None
         if request.with_baseline:
             say("training the reference recipe on the same split")
-            reference_windows = select_feature_set(training_windows(daily, daily_zone.days_between(first, last)),
-                                                   "signals6").to_pandas()
+            reference_windows = select_feature_set(all_windows, "signals6").to_pandas()
             baseline = run_recipe(reference_windows, REFERENCE, plan.validation_start, plan.test_start,
                                   request.target_precision, alarm_days)
 
@@ -194,8 +201,9 @@ def train_and_register(request: TrainingRequest | None = None, lake: Lake | None
         champion_evaluation = champion_test = None
         if current is not None:
             champion_archive, _ = registry.load_version(lake, current.version)
-            champion_test = _score(champion_archive, split.test, workdir)
-            champion_validation = _score(champion_archive, split.validation, workdir)
+            champion_model = _load(champion_archive, workdir)
+            champion_test = _score(champion_model, split.test)
+            champion_validation = _score(champion_model, split.validation)
             if champion_test is not None and champion_validation is not None:
                 champion_evaluation = evaluate(champion_validation, champion_test, request.target_precision, alarm_days)
         champion_ap = champion_evaluation.average_precision if champion_evaluation else None

@@ -23,6 +23,8 @@ from pipelines.storage.lake import Lake
 from pipelines.storage.predictions_zone import read_predictions
 from pipelines.training import registry
 
+from .airflow_events import asset_event_extra
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 VEHICLES, DAYS = 12, 64
@@ -95,14 +97,8 @@ def test_every_vehicle_is_scored_at_each_as_of_in_the_lake_the_store_and_the_cat
 
 
 def test_the_predictions_asset_event_carries_the_as_of_dates(flow) -> None:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-
     run = flow["runs"]["bms_batch_inference"]
-    with create_session() as session:
-        event = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                 .filter(AssetModel.name == "predictions", AssetEvent.source_run_id == run.run_id).one())
-        extra = dict(event.extra)
+    extra = asset_event_extra("predictions", run.run_id)
     assert extra == {"as_of": AS_OF, "model_version": registry.champion(flow["lake"], "full").version,
                      "feature_set": "full", "rows": VEHICLES * len(AS_OF)}
 

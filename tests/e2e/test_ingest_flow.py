@@ -15,6 +15,8 @@ from pipelines.ingest.manifest import load_manifest
 from pipelines.simulate import SimulationParams, simulate_fleet
 from pipelines.storage.lake import Lake
 
+from .airflow_events import asset_event_extra
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,13 +87,7 @@ def test_bms_ingest_dag_test_ingests_the_simulated_fleet(airflow_db, fleet_lake)
 def test_bms_ingest_announces_touched_dates_and_is_a_no_op_when_run_again(airflow_db, fleet_lake):
     lake, _, _ = fleet_lake
     run = _run_bms_ingest()
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        event = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                 .filter(AssetModel.name == "frames", AssetEvent.source_run_id == run.run_id).one())
-        extra = dict(event.extra)
+    extra = asset_event_extra("frames", run.run_id)
     assert set(extra["dates"]) >= {"2026-01-01", "2026-01-02"}
     assert extra["rows_in"] == extra["accepted"] + extra["quarantined"] + extra["duplicates"]
 

@@ -18,6 +18,8 @@ from pipelines.storage import daily_zone
 from pipelines.storage.lake import Lake
 from pipelines.training import registry
 
+from .airflow_events import asset_event_extra
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 VEHICLES, DAYS = 24, 80
@@ -65,14 +67,8 @@ def test_features_cover_every_vehicle_day_with_frames(flow) -> None:
 
 
 def test_bms_features_announces_the_daily_asset_with_its_dates(flow) -> None:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-
     run = flow["runs"]["bms_features"]
-    with create_session() as session:
-        event = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                 .filter(AssetModel.name == "daily", AssetEvent.source_run_id == run.run_id).one())
-        extra = dict(event.extra)
+    extra = asset_event_extra("daily", run.run_id)
     assert extra["dates"][0] == "2026-01-01" and len(extra["dates"]) >= DAYS
 
 
