@@ -607,14 +607,15 @@ def api_run(name: str, serving_lake: Path, form: str, requests: int, concurrency
 
 def measure_api_parts(serving_lake: str, batch_lake: str | None, as_of: str, batch_as_of: str | None,
                       iterations: int) -> dict:
-    """What one form (a) request costs in the API's own functions, called in-process one by one (ms per call)."""
-    from pipelines.serving.api import SERVED_FEATURE_SETS, _answer, _items, _Runtime, _stored_answers
+    """What a request costs in the API's own functions, called in-process one by one (ms per call or per request)."""
+    from pipelines.serving.api import SERVED_FEATURE_SETS, _items
+    from pipelines.serving.api_answers import Answerer
     from pipelines.serving.api_schemas import read_items
-    from pipelines.serving.api_scoring import context_daily, item_windows, latest_suspects, score_items
+    from pipelines.serving.api_scoring import score_items
+    from pipelines.serving.daily_context import DailyContext
     from pipelines.serving.inference import predict_fn
     from pipelines.serving.model_champions import ChampionModels
     from pipelines.serving.reasons import feature_contributions, top_reasons
-    from pipelines.storage.daily_zone import read_daily
     from pipelines.storage.event_store import EventStore
     from pipelines.storage.lake import Lake
     from pipelines.storage.predictions_zone import PredictionBuffer
@@ -626,58 +627,76 @@ def measure_api_parts(serving_lake: str, batch_lake: str | None, as_of: str, bat
             function(i)
         return 1000 * (time.perf_counter() - started) / n
 
+    def once(function: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        function()
+        return 1000 * (time.perf_counter() - started)
+
+    batch = 16  # what a pass holds at concurrency 16
     with tempfile.TemporaryDirectory(prefix="cellguard-bench-parts-") as tmp:
         lake = Lake(Path(shutil.copytree(serving_lake, Path(tmp) / "lake")).as_uri())
         champions = ChampionModels(lake, SERVED_FEATURE_SETS)
         champions.refresh()
         model = champions.get("signals6").model
+        day = date.fromisoformat(as_of)
         bodies = reference_bodies(iterations + 1, SEED + 5, as_of, None)
         parsed = [read_items(body, 500)[0] for body in bodies]
         items = [_items(p, False, f"parts-{i}", True) for i, p in enumerate(parsed)]
         matrix = np.array([items[0][0].features], dtype=np.float64)
+        matrix16 = np.array([items[i][0].features for i in range(batch)], dtype=np.float64)
         store = EventStore(f"sqlite:///{tmp}/events.sqlite")
         buffer = PredictionBuffer(lake, store)  # the default 500 rows / 30 s
-        runtime = _Runtime()
-        runtime.store, runtime.buffer = store, buffer
+        context = DailyContext(lake)
+        answerer = Answerer(context, champions, store, buffer)
         parts = {
             "parse and check the body (read_items, pydantic)": per_call(lambda i: read_items(bodies[i], 500)),
-            "daily rows of the 14 context days, for the suspect cell (context_daily + latest_suspects)":
-                per_call(lambda i: latest_suspects(context_daily(lake, items[i]), items[i])),
+            "suspect cells of a date, first request (DailyContext reads the 14 days' daily rows)":
+                once(lambda: context.suspects(day)),
+            "suspect cell, later requests (DailyContext, in memory)": per_call(lambda i: context.suspects(day)),
             "predict_fn, one row": per_call(lambda i: predict_fn(matrix, model)),
             "reasons, one row (pred_contribs + top_reasons)": per_call(
                 lambda i: top_reasons(feature_contributions(model.booster, matrix, model.missing_as), matrix,
                                       model.feature_names)),
-            "score_items (all of the above but parsing)": per_call(lambda i: score_items(items[i], lake, champions)),
+            f"predict_fn + reasons, {batch} rows in one call, per row": per_call(
+                lambda i: (predict_fn(matrix16, model), top_reasons(
+                    feature_contributions(model.booster, matrix16, model.missing_as), matrix16,
+                    model.feature_names))) / batch,
+            "score_items, one item": per_call(lambda i: score_items(items[i], context, champions)),
         }
-        rows = [score_items(items[i], lake, champions) for i in range(iterations + 1)]
-        parts["record in the event store + buffer (PredictionBuffer.add, flush every 500 rows)"] = per_call(
+        rows = [score_items(items[i], context, champions) for i in range(iterations + 1)]
+        parts["record in the event store + buffer, one row (PredictionBuffer.add)"] = per_call(
             lambda i: buffer.add(rows[i]))
-        parts["replay lookup of a client's request id (_stored_answers)"] = per_call(
-            lambda i: _stored_answers(store, items[i]))
+        rows16 = [score_items([item for n in range(batch) for item in items[(i * batch + n) % len(items)]],
+                              context, champions) for i in range(iterations // batch + 1)]
+        fresh_rows = [[{**row, "request_id": f"{row['request_id']}-16-{i}"} for row in chunk]
+                      for i, chunk in enumerate(rows16)]
+        parts[f"record in the event store + buffer, {batch} rows in one call, per row"] = per_call(
+            lambda i: buffer.add(fresh_rows[i]), n=len(fresh_rows) - 1) / batch
+        parts["replay lookup of a client's request id (Answerer.stored_answers)"] = per_call(
+            lambda i: answerer.stored_answers(items[i]))
         fresh = [_items(p, False, f"parts2-{i}", True) for i, p in enumerate(parsed)]
-        parts["_answer: lookup + score + record (what the route runs in its thread)"] = per_call(
-            lambda i: _answer(fresh[i], lake, champions, runtime))
+        parts["Answerer.answer, one request alone: lookup + score + record"] = per_call(
+            lambda i: answerer.answer(fresh[i]))
+        together = [_items(p, False, f"parts3-{i}", True) for i, p in enumerate(parsed)]
+        parts[f"Answerer.answer_together, {batch} requests in one pass, per request"] = per_call(
+            lambda i: answerer.answer_together(together[i * batch:(i + 1) * batch]),
+            n=len(together) // batch - 1) / batch
         buffer.close()
         store.close()
         # form (b): a lake item, scored by the full champion from the vehicle's 14 daily rows
         vin_bodies = reference_bodies(iterations + 1, SEED, as_of, _vins("LSVTRN", SERVING_VEHICLES))
         vin_items = [_items(read_items(body, 500)[0], False, f"b-{i}", True) for i, body in enumerate(vin_bodies)]
-        small = max(20, iterations // 20)
-        parts["form (b): context_daily (the 14 days' daily rows of the fleet, then this vehicle's)"] = per_call(
-            lambda i: context_daily(lake, vin_items[i]), n=small)
-        daily_b = context_daily(lake, vin_items[0])
-        parts["form (b): item_windows (inference_windows, DuckDB SQL)"] = per_call(
-            lambda i: item_windows(daily_b, vin_items[i]), n=small)
-        parts["form (b): score_items, one lake item"] = per_call(lambda i: score_items(vin_items[i], lake, champions),
-                                                                 n=small)
+        parts["form (b): windows of a date, first request (DailyContext runs inference_windows for the fleet)"] = \
+            once(lambda: context.window(day, vin_items[0][0].vin))
+        parts["form (b): window, later requests (DailyContext, in memory)"] = per_call(
+            lambda i: context.window(day, vin_items[i][0].vin))
+        parts["form (b): score_items, one lake item"] = per_call(lambda i: score_items(vin_items[i], context, champions))
         if batch_lake and batch_as_of:
-            big = Lake(Path(batch_lake).as_uri())
-            big_items = _items(read_items(reference_bodies(1, SEED, batch_as_of, ["LSVBAT00000000001"])[0], 500)[0],
-                               False, "x", True)
-            first = date.fromisoformat(batch_as_of) - timedelta(days=14)
-            fleet_rows = read_daily(big, first, first + timedelta(days=13)).num_rows
-            parts[f"context_daily against the batch lake (reads {fleet_rows:,} daily rows for one vehicle's 14)"] = \
-                per_call(lambda i: context_daily(big, big_items), n=3)
+            big = DailyContext(Lake(Path(batch_lake).as_uri()))
+            big_day = date.fromisoformat(batch_as_of)
+            parts[f"batch lake ({len(big.suspects(big_day)):,} vehicles): suspect cells of a date, first request"] = \
+                once(lambda: DailyContext(big.lake).suspects(big_day))
+            parts["batch lake: suspect cell, later requests"] = per_call(lambda i: big.suspects(big_day))
     return {"parts": parts, "peak_rss_mb": _peak_rss_mb()}
 
 

@@ -53,12 +53,15 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.config import Settings, load_settings
 from pipelines.features.window_signals import FEATURE_SETS, feature_columns
+from pipelines.serving.api_answers import Answerer, prediction_view
 from pipelines.serving.api_auth import bearer_guard, with_token
+from pipelines.serving.api_batching import RequestBatcher
 from pipelines.serving.api_schemas import (
     Alarms,
     ApiError,
@@ -74,7 +77,8 @@ from pipelines.serving.api_schemas import (
     problem,
     read_items,
 )
-from pipelines.serving.api_scoring import LAKE_FEATURE_SET, REFERENCE_FEATURE_SET, SOURCE, Item, score_items
+from pipelines.serving.api_scoring import LAKE_FEATURE_SET, REFERENCE_FEATURE_SET, Item
+from pipelines.serving.daily_context import DailyContext
 from pipelines.serving.model_champions import ChampionModels, ChampionWatcher
 from pipelines.serving.model_server import server_config
 from pipelines.storage.event_store import EventStore, PredictionEventStore
@@ -88,7 +92,6 @@ MAX_BODY_BYTES = 1024 * 1024
 REQUEST_ID_HEADER = "X-Request-ID"
 HISTORY_LIMIT = 1000  # most predictions GET /v1/vehicles/{vin}/predictions returns
 ALARM_RANGE_DAYS = 366  # widest from … to of GET /v1/alarms
-REPLAY_LOOKBACK = 10_000  # a repeated request id is found among the vehicle's latest this many predictions
 SERVED_FEATURE_SETS = (REFERENCE_FEATURE_SET, LAKE_FEATURE_SET)
 REQUESTS = {REFERENCE_FEATURE_SET: "vin, date and features (the reference solution's 84 values)",
             LAKE_FEATURE_SET: "vin and date: features from the lake's daily rows"}
@@ -98,11 +101,17 @@ ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in 
     (503, "no champion for a needed feature set, or the event store failed"))}
 
 
+# Answers are serialised straight from pydantic-core: FastAPI's response_model path costs ~10× more per answer.
+_ANSWER, _ANSWERS = TypeAdapter(PredictionAnswer), TypeAdapter(list[PredictionAnswer])
+
+
 class _Runtime:
-    """What the lifespan opens: the event store and the prediction buffer."""
+    """What the lifespan opens: the event store, the prediction buffer, and what answers through them."""
 
     store: PredictionEventStore
     buffer: PredictionBuffer
+    answerer: Answerer
+    batcher: RequestBatcher
 
 
 def create_app(settings: Settings | None = None, lake: Lake | None = None,
@@ -113,7 +122,8 @@ def create_app(settings: Settings | None = None, lake: Lake | None = None,
         raise ValueError("the prediction API needs a bearer token: set CELLGUARD_API_TOKEN, or start it with "
                          "`cellguard serve-api`, which generates one")
     lake = lake or Lake.from_settings(settings)
-    champions = ChampionModels(lake, SERVED_FEATURE_SETS)
+    champions = ChampionModels(lake, SERVED_FEATURE_SETS, threads=1)
+    context = DailyContext(lake)
     runtime = _Runtime()
 
     @contextlib.asynccontextmanager
@@ -130,10 +140,13 @@ def create_app(settings: Settings | None = None, lake: Lake | None = None,
         watcher = ChampionWatcher(champions, settings.model_poll_seconds)
         watcher.start()
         runtime.store, runtime.buffer = events, buffer
+        runtime.answerer = Answerer(context, champions, events, buffer)
+        runtime.batcher = RequestBatcher(runtime.answerer.answer_together)
         try:
             yield
         finally:
             watcher.stop()
+            await run_in_threadpool(runtime.batcher.close)
             try:
                 await run_in_threadpool(buffer.close)
             except Exception:
@@ -161,7 +174,7 @@ def create_app(settings: Settings | None = None, lake: Lake | None = None,
 
     @v1.post("/predictions", response_model=PredictionAnswer | list[PredictionAnswer], tags=["predictions"],
              openapi_extra=_request_body_schema(settings.api_max_items))
-    async def predict(request: Request, response: Response) -> dict | list[dict]:
+    async def predict(request: Request) -> Response:
         """Score one item or a list: with `features` (the reference request, signals6) or without (the lake's
         daily rows, full). Every prediction is recorded before the answer; a repeated request id returns the
         stored one."""
@@ -169,10 +182,11 @@ def create_app(settings: Settings | None = None, lake: Lake | None = None,
         body = await _read_body(request)
         items, many = read_items(body, settings.api_max_items)
         request_id, client_named = _request_id(request.headers.get(REQUEST_ID_HEADER))
-        response.headers[REQUEST_ID_HEADER] = request_id
         checked = _items(items, many, request_id, client_named)
-        answers = await run_in_threadpool(_answer, checked, lake, champions, runtime)
-        return answers if many else answers[0]
+        answers = await runtime.batcher.submit(checked)
+        body = _ANSWERS.dump_json(_ANSWERS.validate_python(answers)) if many else \
+            _ANSWER.dump_json(_ANSWER.validate_python(answers[0]))
+        return Response(body, media_type="application/json", headers={REQUEST_ID_HEADER: request_id})
 
     @v1.get("/vehicles/{vin}/predictions", response_model=VehiclePredictions, tags=["predictions"])
     def vehicle_predictions(vin: str = Path(description="the vehicle's VIN"),
@@ -181,7 +195,7 @@ def create_app(settings: Settings | None = None, lake: Lake | None = None,
         list)."""
         _checked(check_vin, vin, ["path", "vin"])
         rows = runtime.store.predictions_for_vin(vin, limit=limit)
-        return {"vin": vin, "predictions": [_prediction(row) for row in rows]}
+        return {"vin": vin, "predictions": [prediction_view(row) for row in rows]}
 
     @v1.get("/alarms", response_model=Alarms, tags=["predictions"])
     def alarms(first: str | None = Query(None, alias="from", description="first as_of date, YYYY-MM-DD "
@@ -200,7 +214,7 @@ def create_app(settings: Settings | None = None, lake: Lake | None = None,
                                          "date_range")])
         rows = runtime.store.predictions_between(first_day, last_day, alarm_only=True)
         return {"from": first_day, "to": last_day, "vehicles": len({row["vin"] for row in rows}),
-                "alarms": [_prediction(row) for row in rows],
+                "alarms": [prediction_view(row) for row in rows],
                 "alerts": runtime.store.alerts_between(first_day, last_day)}
 
     @v1.get("/model", response_model=Models, tags=["models"])
@@ -278,53 +292,7 @@ def _items(requests: Sequence[PredictionRequest], many: bool, request_id: str, c
     return items
 
 
-def _answer(items: list[Item], lake: Lake, champions: ChampionModels, runtime: _Runtime) -> list[dict]:
-    """Stored answers for request ids seen before, fresh ones (recorded, then buffered for the lake) for the rest."""
-    stored = _stored_answers(runtime.store, [i for i in items if i.client_request_id])
-    fresh = [i for i in items if i.key not in stored]
-    rows = score_items(fresh, lake, champions)
-    if rows:
-        try:
-            new = runtime.buffer.add(rows)
-        except Exception as error:
-            log.exception("recording %d predictions failed", len(rows))
-            raise ApiError(503, [problem(["store"], f"the prediction could not be recorded in the event store "
-                                                    f"({type(error).__name__}): try again", "store_unavailable")]
-                           ) from None
-        if new < len(rows):  # another request with the same request id was recorded first: its answer stands
-            stored |= _stored_answers(runtime.store, [i for i in fresh if i.client_request_id])
-    made = {item.key: row for item, row in zip(fresh, rows, strict=True)}
-    answers = []
-    for item in items:
-        ours, kept = made.get(item.key), stored.get(item.key)
-        replayed = kept is not None and (ours is None or (kept["model_version"], kept["created_at"]) !=
-                                         (ours["model_version"], ours["created_at"]))
-        answers.append({**_prediction(kept if replayed else ours), "replayed": replayed})
-    return answers
-
-
-def _stored_answers(store: PredictionEventStore, items: Sequence[Item]) -> dict[tuple, dict]:
-    """The first stored API prediction of each item's (vin, date, feature set, request id)."""
-    wanted = {item.key for item in items}
-    found: dict[tuple, dict] = {}
-    for vin in sorted({item.vin for item in items}):
-        for row in store.predictions_for_vin(vin, limit=REPLAY_LOOKBACK):  # newest first: the oldest is kept
-            key = (row["vin"], row["as_of"], row["feature_set"], row["request_id"])
-            if row["source"] == SOURCE and key in wanted:
-                found[key] = row
-    return found
-
-
 # ---------------------------------------------------------------------------------------------- answers
-
-
-def _prediction(row: dict) -> dict:
-    """A stored prediction row as the API shows it (`date` is the as_of date)."""
-    return {"request_id": row["request_id"], "vin": row["vin"], "date": row["as_of"],
-            "feature_set": row["feature_set"], "model_version": row["model_version"],
-            "probability": row["probability"], "alarm": row["alarm"], "threshold": row["threshold"],
-            "suspect_cell": row["suspect_cell"], "reasons": row["reasons"] or [], "source": row["source"],
-            "created_at": row["created_at"]}
 
 
 def _model_info(lake: Lake, champions: ChampionModels, feature_set: str) -> dict:

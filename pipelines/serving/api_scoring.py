@@ -2,8 +2,8 @@
 
 A reference item (`features` given) is scored by the `signals6` champion on exactly its values; a lake item by the
 `full` champion on the window `inference_windows` builds from the daily rows of the 14 days before its date, as
-batch inference does. Both name the suspect cell a window carries: the latest one the vehicle's daily rows of
-those 14 days name (null when none does). Every item of a feature set goes through `predict_fn` and the feature
+batch inference does. Both name the latest suspect cell the vehicle's daily rows of those 14 days name (null when
+none does). Both come from `DailyContext`, the API's in-memory copy of what the daily zone says per date. Every item of a feature set goes through `predict_fn` and the feature
 contributions in one matrix.
 """
 
@@ -15,18 +15,15 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.features.window_signals import CONTEXT_DAYS
-from pipelines.features.windows import inference_windows
 from pipelines.serving.api_schemas import ApiError, problem
 from pipelines.serving.batch_inference import feature_matrix
+from pipelines.serving.daily_context import DailyContext
 from pipelines.serving.inference import InvalidInput, predict_fn
 from pipelines.serving.model_champions import ChampionModels
 from pipelines.serving.model_loading import LoadedModel
 from pipelines.serving.reasons import feature_contributions, top_reasons
-from pipelines.storage import daily_zone
-from pipelines.storage.lake import Lake
 
 SOURCE = "api"
 REFERENCE_FEATURE_SET = "signals6"  # answers requests that carry the reference's 84 values
@@ -55,50 +52,6 @@ class Item:
         return self.vin, self.as_of, self.feature_set, self.request_id
 
 
-def context_ranges(as_of_dates: Sequence[date]) -> list[tuple[date, date]]:
-    """The context days (as_of − 14 … as_of − 1) of every date, merged into as few date ranges as possible."""
-    ranges: list[tuple[date, date]] = []
-    for as_of in sorted(set(as_of_dates)):
-        first, last = as_of - timedelta(days=CONTEXT_DAYS), as_of - timedelta(days=1)
-        if ranges and first <= ranges[-1][1] + timedelta(days=1):
-            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], last))
-        else:
-            ranges.append((first, last))
-    return ranges
-
-
-def context_daily(lake: Lake, items: Sequence[Item]) -> pa.Table:
-    """The daily rows of the items' vehicles in the 14 days before each item's date."""
-    tables = [daily_zone.read_daily(lake, first, last) for first, last in context_ranges([i.as_of for i in items])]
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    return table.filter(pc.is_in(table["vin"], pa.array(sorted({i.vin for i in items}), pa.string())))
-
-
-def latest_suspects(daily: pa.Table, items: Sequence[Item]) -> dict[tuple[str, date], int]:
-    """Per (vin, as_of): the suspect cell of the latest daily row of the 14 days before as_of that names one."""
-    named = daily.filter(pc.is_valid(daily["suspect_cell"])).sort_by([("dt", "ascending")])
-    history: dict[str, list[tuple[date, int]]] = {}
-    for vin, day, cell in zip(*(named[c].to_pylist() for c in ("vin", "dt", "suspect_cell")), strict=True):
-        history.setdefault(vin, []).append((day, cell))
-    found = {}
-    for item in items:
-        first, last = item.as_of - timedelta(days=CONTEXT_DAYS), item.as_of - timedelta(days=1)
-        cells = [cell for day, cell in history.get(item.vin, ()) if first <= day <= last]
-        if cells:
-            found[(item.vin, item.as_of)] = cells[-1]
-    return found
-
-
-def item_windows(daily: pa.Table, items: Sequence[Item]) -> tuple[pa.Table | None, dict[tuple[str, date], int]]:
-    """The inference windows of the items' vehicles and dates, and the row of each (vin, as_of) that has one."""
-    if daily.num_rows == 0 or not items:
-        return None, {}
-    windows = inference_windows(daily, sorted({i.as_of for i in items}))
-    rows = {key: row for row, key in enumerate(zip(windows["vin"].to_pylist(), windows["as_of"].to_pylist(),
-                                                    strict=True))}
-    return windows, rows
-
-
 def _champion(champions: ChampionModels, feature_set: str) -> tuple[LoadedModel, float]:
     loaded = champions.get(feature_set)
     if loaded is None:
@@ -111,7 +64,7 @@ def _champion(champions: ChampionModels, feature_set: str) -> tuple[LoadedModel,
     return loaded, float(threshold)
 
 
-def score_items(items: Sequence[Item], lake: Lake, champions: ChampionModels,
+def score_items(items: Sequence[Item], context: DailyContext, champions: ChampionModels,
                 now: datetime | None = None) -> list[dict]:
     """One prediction row (PREDICTION_SCHEMA, source "api") per item, in the items' order.
 
@@ -131,10 +84,8 @@ def score_items(items: Sequence[Item], lake: Lake, champions: ChampionModels,
                                                                f"{REFERENCE_FEATURE_SET} model takes {width} (6 daily "
                                                                "signals × 14 days, oldest day first)", "feature_count")
                                  for i in wrong])
-    daily = context_daily(lake, items)
-    suspects = latest_suspects(daily, items)
-    windows, window_rows = item_windows(daily, [i for i in items if i.features is None])
-    unknown = [i for i in items if i.features is None and (i.vin, i.as_of) not in window_rows]
+    windows = {(i.vin, i.as_of): context.window(i.as_of, i.vin) for i in items if i.features is None}
+    unknown = [i for i in items if i.features is None and windows[(i.vin, i.as_of)] is None]
     if unknown:
         raise ApiError(404, [problem([*i.loc, "vin"], f"unknown vehicle {i.vin}: no daily rows in the 14 days "
                                                       f"{i.as_of - timedelta(days=CONTEXT_DAYS)} … "
@@ -150,8 +101,7 @@ def score_items(items: Sequence[Item], lake: Lake, champions: ChampionModels,
         if feature_set == REFERENCE_FEATURE_SET:
             matrix = np.array([items[n].features for n in group], dtype=np.float64)
         else:
-            assert windows is not None  # every lake item has a window, checked above
-            picked = windows.take(pa.array([window_rows[(items[n].vin, items[n].as_of)] for n in group], pa.int64()))
+            picked = pa.concat_tables([windows[(items[n].vin, items[n].as_of)] for n in group])
             matrix = feature_matrix(picked, model.feature_names)
         try:
             probabilities = predict_fn(matrix, model).astype(np.float64)
@@ -164,7 +114,7 @@ def score_items(items: Sequence[Item], lake: Lake, champions: ChampionModels,
             answers[n] = {
                 "vin": item.vin, "as_of": item.as_of, "model_version": loaded.version, "feature_set": feature_set,
                 "probability": float(probability), "alarm": bool(probability >= threshold), "threshold": threshold,
-                "suspect_cell": suspects.get((item.vin, item.as_of)), "reasons": item_reasons, "source": SOURCE,
+                "suspect_cell": context.suspects(item.as_of).get(item.vin), "reasons": item_reasons, "source": SOURCE,
                 "request_id": item.request_id, "created_at": created_at,
             }
     return [answer for answer in answers if answer is not None]

@@ -95,7 +95,8 @@ def as_of_dates_to_score(requested: Iterable[date | str], touched: Iterable[date
 def feature_matrix(windows: pa.Table, feature_names: Iterable[str]) -> np.ndarray:
     """The windows' features in the model's column order as float64 (null → NaN)."""
     names = list(feature_names)
-    missing = [n for n in names if n not in windows.column_names]
+    present = set(windows.column_names)  # the property builds a new list on every access
+    missing = [n for n in names if n not in present]
     if missing:
         raise ValueError(f"the windows lack {len(missing)} feature(s) the model needs, e.g. {missing[:3]}")
     if windows.num_rows == 0:

@@ -31,10 +31,12 @@ class Swap:
 class ChampionModels:
     """The loaded champions of some feature sets; `get` never blocks, `refresh` loads and swaps."""
 
-    def __init__(self, lake: Lake, feature_sets: Sequence[str]):
+    def __init__(self, lake: Lake, feature_sets: Sequence[str], threads: int | None = None):
+        """threads: XGBoost threads per scoring call (None: the library's default, every core). A server scoring
+        small matrices on many request threads wants 1: waking a team of threads costs more than the work."""
         if not feature_sets:
             raise ValueError("serve at least one feature set")
-        self.lake = lake
+        self.lake, self.threads = lake, threads
         self.feature_sets = tuple(dict.fromkeys(feature_sets))
         self._current: Mapping[str, LoadedModel] = MappingProxyType({})
         self._problems: Mapping[str, str] = MappingProxyType({})
@@ -74,6 +76,8 @@ class ChampionModels:
         if loaded.feature_set != feature_set:
             raise ValueError(f"the {feature_set} champion pointer names {loaded.version}, "
                              f"a {loaded.feature_set} model")
+        if self.threads:
+            loaded.model.booster.set_param({"nthread": self.threads})  # before any request can see it
         self._current = MappingProxyType({**self._current, feature_set: loaded})
         self._note(feature_set, None)
         previous = current.version if current else None

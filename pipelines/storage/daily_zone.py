@@ -45,6 +45,16 @@ def _in_range(day: date, first: date | None, last: date | None) -> bool:
     return (first is None or day >= first) and (last is None or day <= last)
 
 
+def daily_objects(lake: Lake) -> list[tuple[date, str, int, int]]:
+    """(date, key, size, modification stamp) of every daily object: what tells a reader its copy is stale."""
+    found = []
+    for info in lake.list(DAILY_PREFIX):
+        match = _PARTITION.match(info.key)
+        if match and match["zone"] == DAILY_PREFIX:
+            found.append((date.fromisoformat(match["dt"]), info.key, info.size, info.mtime_ns))
+    return found
+
+
 def frame_days(lake: Lake) -> list[date]:
     """Dates that have frames in the lake."""
     return sorted({day for day, _, _ in _partitions(lake, FRAMES_PREFIX)})
@@ -107,12 +117,19 @@ def read_cell_daily(lake: Lake, first: date | None = None, last: date | None = N
     return _read(lake, keys, CELL_DAILY_SCHEMA)
 
 
-def read_daily(lake: Lake, first: date | None = None, last: date | None = None) -> pa.Table:
-    """Daily rows of the dates in [first, last], one per (vin, dt): a computed row wins over an imported one."""
+def read_daily(lake: Lake, first: date | None = None, last: date | None = None,
+               columns: list[str] | None = None) -> pa.Table:
+    """Daily rows of the dates in [first, last], one per (vin, dt): a computed row wins over an imported one.
+
+    columns: only these (vin and dt are always read: they decide which row wins)."""
     found = [(day, part, key) for day, part, key in _partitions(lake, DAILY_PREFIX) if _in_range(day, first, last)]
     # Computed objects first, so that a stable de-duplication keeps their rows.
     found.sort(key=lambda item: (item[1] != COMPUTED_PART, item[0], item[1]))
-    table = _read(lake, [key for _, _, key in found], DAILY_SCHEMA)
+    schema = DAILY_SCHEMA
+    if columns is not None:
+        wanted = ["vin", "dt", *(c for c in columns if c not in ("vin", "dt"))]
+        schema = pa.schema([DAILY_SCHEMA.field(c) for c in wanted])
+    table = _read(lake, [key for _, _, key in found], schema)
     if table.num_rows == 0:
         return table
     table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))

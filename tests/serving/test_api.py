@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -180,6 +181,33 @@ def test_a_list_of_mixed_items_is_answered_in_order_under_one_request_id(api) ->
     stored = [r for r in api.store.predictions_between(AS_OF, date(2026, 3, 2))
               if r["request_id"] == response.headers["x-request-id"]]
     assert len(stored) == 4
+
+
+def test_concurrent_requests_are_each_answered_as_if_alone(api) -> None:
+    """Requests in flight together share scoring passes (api_batching.py); a bad one fails alone."""
+    healthy = vins(api.onsets, faulty=False)
+    bodies = [{"vin": vin, "date": "2026-03-01", "features": as_text(reference_values(api.lake, vin, AS_OF))}
+              for vin in healthy[6:12]] + [{"vin": vin, "date": "2026-03-01"} for vin in healthy[6:12]]
+    bodies.insert(5, {"vin": UNKNOWN_VIN, "date": "2026-03-01"})
+
+    def post(body: dict) -> httpx.Response:
+        with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client:
+            return client.post("/v1/predictions", json=body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        responses = list(pool.map(post, bodies))
+    assert [r.status_code for r in responses] == [200] * 5 + [404] + [200] * 7
+    assert responses[5].json()["detail"][0]["loc"] == ["body", "vin"]
+    for body, response in zip(bodies, responses, strict=True):
+        if response.status_code != 200:
+            continue
+        answer = response.json()
+        model = api.models["signals6" if "features" in body else "full"]
+        feature_set = "signals6" if "features" in body else "full"
+        row = window_rows(api.lake, feature_set, AS_OF)[body["vin"]]
+        assert (answer["vin"], answer["feature_set"]) == (body["vin"], feature_set)
+        assert answer["probability"] == expected(model, train.feature_matrix(row, model.model.feature_names))
+        assert answer["request_id"] == response.headers["x-request-id"]
 
 
 @pytest.mark.parametrize("body, status, loc, message", [
