@@ -76,9 +76,9 @@ def bms_batch_inference():
 
     @task
     def refresh_catalog(summary: dict) -> str:
-        from pipelines.storage.catalog import refresh_local_catalog
+        from pipelines.storage.catalog import refresh_catalog
 
-        return str(refresh_local_catalog())
+        return refresh_catalog()
 
     scored = score(as_of_dates())
     alerts(scored)

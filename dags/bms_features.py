@@ -46,9 +46,9 @@ def bms_features():
 
     @task
     def refresh_catalog(summary: dict) -> str:
-        from pipelines.storage.catalog import refresh_local_catalog
+        from pipelines.storage.catalog import refresh_catalog
 
-        return str(refresh_local_catalog())
+        return refresh_catalog()
 
     refresh_catalog(compute_daily(touched_dates()))
 

@@ -44,9 +44,9 @@ def bms_ingest():
 
     @task
     def refresh_catalog(counts: dict) -> str:
-        from pipelines.storage.catalog import refresh_local_catalog
+        from pipelines.storage.catalog import refresh_catalog
 
-        return str(refresh_local_catalog())
+        return refresh_catalog()
 
     refresh_catalog(ingest(wait_for_landing_objects()))
 

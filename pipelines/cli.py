@@ -41,7 +41,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     from pipelines.ingest import ingest_pending, pending_landing_keys
-    from pipelines.storage.catalog import refresh_local_catalog
+    from pipelines.storage.catalog import refresh_catalog
 
     keys = args.key or pending_landing_keys()
     if not keys:
@@ -59,10 +59,10 @@ def _ingest(args: argparse.Namespace) -> int:
 
         summary = ingest_pending(keys=keys, progress=progress)
     seconds = time.perf_counter() - started
-    catalog = refresh_local_catalog()
+    catalog = refresh_catalog()
     print_ingest_summary(summary.counts(), seconds)
-    if catalog:
-        print(f"  catalog:    {catalog}   (duckdb -readonly {catalog} \"select * from quarantine limit 5\")")
+    hint = "" if catalog.startswith("glue://") else f"   (duckdb -readonly {catalog} \"select * from quarantine limit 5\")"
+    print(f"  catalog:    {catalog}{hint}")
     if not summary.reconciles():
         print("ERROR: counts do not reconcile", file=sys.stderr)
         return 1
@@ -97,7 +97,7 @@ def _import_daily(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pipelines.ingest.daily_summaries import import_daily_file
-    from pipelines.storage.catalog import refresh_local_catalog
+    from pipelines.storage.catalog import refresh_catalog
     from pipelines.storage.lake import Lake
 
     paths = [Path(name) for name in args.files]
@@ -128,15 +128,13 @@ def _import_daily(args: argparse.Namespace) -> int:
         if not summary.reconciles():
             print(f"ERROR: counts of {path} do not reconcile", file=sys.stderr)
             status = 1
-    catalog = refresh_local_catalog()
-    if catalog:
-        print(f"  catalog:    {catalog}")
+    print(f"  catalog:    {refresh_catalog()}")
     return status
 
 
 def _features(args: argparse.Namespace) -> int:
     from pipelines.features.pipeline import compute_daily
-    from pipelines.storage.catalog import refresh_local_catalog
+    from pipelines.storage.catalog import refresh_catalog
 
     summary = compute_daily(args.dates or None, progress=lambda message: print(message, file=sys.stderr))
     if not summary.computed:
@@ -146,7 +144,7 @@ def _features(args: argparse.Namespace) -> int:
           f"({summary.computed[0]} … {summary.computed[-1]}) in {summary.seconds:.1f} s")
     if summary.without_frames:
         print(f"  dates without frames (nothing written): {', '.join(summary.without_frames)}")
-    refresh_local_catalog()
+    refresh_catalog()
     return 0
 
 
@@ -211,14 +209,14 @@ def _serve_api(args: argparse.Namespace) -> int:
 
 def _at_risk(args: argparse.Namespace) -> int:
     from pipelines.serving.tour import alert_lines, at_risk_lines, latest_predictions
-    from pipelines.storage.event_store import EventStore
+    from pipelines.storage.event_stores import open_event_store
     from pipelines.storage.lake import Lake
 
     lake = Lake.from_settings()
     print("\n".join(at_risk_lines(lake, top=args.top, feature_set=args.feature_set)))
     latest = latest_predictions(lake, args.feature_set)
     if latest.num_rows:
-        print("\n".join(alert_lines(EventStore.from_settings(), latest["as_of"][0].as_py())))
+        print("\n".join(alert_lines(open_event_store(), latest["as_of"][0].as_py())))
     return 0
 
 
@@ -235,10 +233,9 @@ def _try_api(args: argparse.Namespace) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> int:
-    from pipelines.storage.catalog import refresh_local_catalog
+    from pipelines.storage.catalog import refresh_catalog
 
-    path = refresh_local_catalog()
-    print(f"catalog rebuilt: {path}" if path else "backend is not local: the Glue catalog is the catalog")
+    print(f"catalog refreshed: {refresh_catalog()}")
     return 0
 
 

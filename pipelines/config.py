@@ -9,7 +9,7 @@ from pathlib import Path
 
 # name -> (default, description); the README's configuration table is generated from this.
 SETTINGS_DOC: dict[str, tuple[str, str]] = {
-    "CELLGUARD_BACKEND": ("local", "`local` (folder lake, DuckDB catalog) or `aws` (Glue/Athena catalog: arrives with the AWS issue; the lake can already be `s3://`)."),
+    "CELLGUARD_BACKEND": ("local", "`local` (folder lake, DuckDB catalog, SQL event store) or `aws` (an `s3://` lake, Glue tables and Athena views as the catalog, DynamoDB as the event store)."),
     "CELLGUARD_HOME": ("./var", "Folder for local state: the lake, the catalog, Airflow's home."),
     "CELLGUARD_LAKE_URI": ("file://$CELLGUARD_HOME/lake", "Root of the lake: `file:///…` or `s3://bucket/prefix`."),
     "CELLGUARD_CATALOG_PATH": ("$CELLGUARD_HOME/catalog.duckdb", "DuckDB catalog file (views over the lake)."),
@@ -18,7 +18,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_EARLIEST_TS": ("2016-01-01", "Frames stamped before this date are quarantined (GB/T 32960-2016)."),
     "CELLGUARD_INGEST_MAX_OBJECTS": ("1000", "Most landing objects one ingest run takes; the rest wait for the next run."),
     "CELLGUARD_DATA_DOCS": ("1", "`0` skips building Great Expectations Data Docs HTML (validation still runs)."),
-    "CELLGUARD_S3_ENDPOINT_URL": ("", "S3-compatible endpoint (MinIO, moto) instead of AWS's."),
+    "CELLGUARD_S3_ENDPOINT_URL": ("$CELLGUARD_AWS_ENDPOINT_URL", "S3-compatible endpoint of an `s3://` lake (MinIO, moto) instead of AWS's; only S3 goes there."),
     "CELLGUARD_PROMOTION_AP_MARGIN": ("0.02", "A challenger replaces the champion unless its average precision on the same test window is lower by more than this."),
     "CELLGUARD_MODEL_SERVER_PORT": ("8081", "Port of `cellguard serve-model` (8080 is Airflow's UI locally; use 8080 inside a SageMaker-style container)."),
     "CELLGUARD_MODEL_POLL_SECONDS": ("30", "How often the model server checks the champion pointers and swaps in a new champion."),
@@ -29,6 +29,12 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_API_TOKEN": ("", "Bearer token every prediction API route but `/healthz` requires (16+ characters of `A–Z a–z 0–9 . _ ~ + / = -`). Unset: `cellguard serve-api` generates one at each start, prints it and writes it to `$CELLGUARD_HOME/api-token` (mode 600)."),
     "CELLGUARD_API_PORT": ("8000", "Port of `cellguard serve-api`, the prediction API."),
     "CELLGUARD_API_MAX_ITEMS": ("500", "Most items one `POST /v1/predictions` list may hold (the body is also limited to 1 MB)."),
+    "CELLGUARD_AWS_REGION": ("", "AWS region of every AWS resource; unset: the standard AWS chain's (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile). Credentials never come from CellGuard settings: inside Airflow tasks from the `aws_default` connection, elsewhere (and when that connection is missing) from the standard AWS chain."),
+    "CELLGUARD_AWS_ENDPOINT_URL": ("", "One endpoint for every AWS client CellGuard opens (Glue, Athena, DynamoDB, SageMaker, and S3 unless `CELLGUARD_S3_ENDPOINT_URL` is set), such as a moto server or LocalStack; unset: AWS's own endpoints. Set it here rather than `AWS_ENDPOINT_URL`: boto3 honours that variable, pyarrow's S3 filesystem does not."),
+    "CELLGUARD_GLUE_DATABASE": ("cellguard", "Glue database holding the lake's tables and the Athena views (`CELLGUARD_BACKEND=aws`); lowercase letters, digits and `_`."),
+    "CELLGUARD_ATHENA_WORKGROUP": ("primary", "Athena workgroup the catalog's view DDL and the SQL run in."),
+    "CELLGUARD_ATHENA_OUTPUT": ("$CELLGUARD_LAKE_URI/_athena/", "Where Athena writes query results (`s3://…`); a workgroup that enforces its own location overrides it."),
+    "CELLGUARD_DYNAMODB_TABLE_PREFIX": ("cellguard-", "Prefix of the DynamoDB event store's tables (`<prefix>predictions`, `<prefix>alerts`) when `CELLGUARD_BACKEND=aws`."),
 }
 
 
@@ -70,6 +76,12 @@ class Settings:
     api_token: Secret | None
     api_port: int
     api_max_items: int
+    aws_region: str | None
+    aws_endpoint_url: str | None
+    glue_database: str
+    athena_workgroup: str
+    athena_output: str | None  # None when the lake is not on S3 and no location is set
+    dynamodb_table_prefix: str
 
 
 def _env(name: str) -> str:
@@ -159,6 +171,57 @@ def _api_max_items() -> int:
     return int(text)
 
 
+def _endpoint_url(name: str) -> str | None:
+    """An endpoint setting (None when unset) as an http:// or https:// URL with a host."""
+    url = os.environ.get(name, "").strip().rstrip("/")
+    if url and not re.fullmatch(r"https?://[^/?#@\s]+", url):
+        raise ValueError(f"{name} must be an http:// or https:// URL of a host and port, such as http://127.0.0.1:5000, "
+                         f"not {url!r}")
+    return url or None
+
+
+def _aws_region() -> str | None:
+    """CELLGUARD_AWS_REGION (None when unset): an AWS region name such as eu-west-1."""
+    region = os.environ.get("CELLGUARD_AWS_REGION", "").strip()
+    if region and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", region):
+        raise ValueError(f"CELLGUARD_AWS_REGION must be an AWS region name such as eu-west-1, not {region!r}")
+    return region or None
+
+
+def _glue_database() -> str:
+    """CELLGUARD_GLUE_DATABASE: a name Glue and Athena both accept without quoting."""
+    name = _env("CELLGUARD_GLUE_DATABASE")
+    if not re.fullmatch(r"[a-z0-9_]{1,255}", name):
+        raise ValueError(f"CELLGUARD_GLUE_DATABASE must be 1-255 lowercase letters, digits or _ (Athena's rule), not {name!r}")
+    return name
+
+
+def _athena_workgroup() -> str:
+    """CELLGUARD_ATHENA_WORKGROUP: a workgroup name (1-128 of A-Z a-z 0-9 . _ -)."""
+    name = _env("CELLGUARD_ATHENA_WORKGROUP")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", name):
+        raise ValueError(f"CELLGUARD_ATHENA_WORKGROUP must be 1-128 of A-Z a-z 0-9 . _ -, not {name!r}")
+    return name
+
+
+def _athena_output(lake_uri: str) -> str | None:
+    """CELLGUARD_ATHENA_OUTPUT, by default `_athena/` below an S3 lake (None for a local lake)."""
+    location = os.environ.get("CELLGUARD_ATHENA_OUTPUT", "").strip()
+    if not location:
+        return f"{lake_uri.rstrip('/')}/_athena/" if lake_uri.startswith("s3://") else None
+    if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?", location):
+        raise ValueError(f"CELLGUARD_ATHENA_OUTPUT must be an s3://bucket/prefix/ location, not {location!r}")
+    return location if location.endswith("/") else f"{location}/"
+
+
+def _dynamodb_table_prefix() -> str:
+    """CELLGUARD_DYNAMODB_TABLE_PREFIX: leaves room for the longest table name within DynamoDB's 255 characters."""
+    prefix = _env("CELLGUARD_DYNAMODB_TABLE_PREFIX")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{0,200}", prefix):
+        raise ValueError(f"CELLGUARD_DYNAMODB_TABLE_PREFIX must be at most 200 of A-Z a-z 0-9 . _ -, not {prefix!r}")
+    return prefix
+
+
 def load_settings() -> Settings:
     """Read the environment now (not at import), so tests and tasks see current values."""
     home = Path(_env("CELLGUARD_HOME")).expanduser().resolve()
@@ -168,6 +231,7 @@ def load_settings() -> Settings:
     if backend not in ("local", "aws"):
         raise ValueError(f"CELLGUARD_BACKEND must be 'local' or 'aws', not {backend!r}")
     mappings = os.environ.get("CELLGUARD_MAPPINGS_DIR", "").strip()
+    aws_endpoint_url = _endpoint_url("CELLGUARD_AWS_ENDPOINT_URL")
     return Settings(
         backend=backend,
         home=home,
@@ -178,7 +242,7 @@ def load_settings() -> Settings:
         earliest_ts=_env("CELLGUARD_EARLIEST_TS"),
         ingest_max_objects=int(_env("CELLGUARD_INGEST_MAX_OBJECTS")),
         data_docs=_env("CELLGUARD_DATA_DOCS") not in ("0", "false", "no"),
-        s3_endpoint_url=os.environ.get("CELLGUARD_S3_ENDPOINT_URL", "").strip() or None,
+        s3_endpoint_url=_endpoint_url("CELLGUARD_S3_ENDPOINT_URL") or aws_endpoint_url,
         promotion_ap_margin=_promotion_ap_margin(),
         model_server_port=_port("CELLGUARD_MODEL_SERVER_PORT"),
         model_poll_seconds=_positive_seconds("CELLGUARD_MODEL_POLL_SECONDS"),
@@ -189,6 +253,12 @@ def load_settings() -> Settings:
         api_token=_api_token(),
         api_port=_port("CELLGUARD_API_PORT"),
         api_max_items=_api_max_items(),
+        aws_region=_aws_region(),
+        aws_endpoint_url=aws_endpoint_url,
+        glue_database=_glue_database(),
+        athena_workgroup=_athena_workgroup(),
+        athena_output=_athena_output(lake_uri),
+        dynamodb_table_prefix=_dynamodb_table_prefix(),
     )
 
 

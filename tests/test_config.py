@@ -37,3 +37,49 @@ def test_unknown_backend_is_a_clear_error(monkeypatch):
 
 def test_readme_documents_every_setting():
     assert settings_table_markdown() in (REPO / "README.md").read_text()
+
+
+def test_aws_settings_defaults(tmp_path, isolate_settings):
+    isolate_settings(tmp_path)
+    settings = load_settings()
+    assert (settings.aws_region, settings.aws_endpoint_url, settings.s3_endpoint_url) == (None, None, None)
+    assert (settings.glue_database, settings.athena_workgroup, settings.dynamodb_table_prefix) == (
+        "cellguard", "primary", "cellguard-")
+    assert settings.athena_output is None  # a folder lake has no S3 location to default to
+
+
+def test_aws_settings_overrides(tmp_path, isolate_settings, monkeypatch):
+    isolate_settings(tmp_path, lake_uri="s3://fleet-lake/cellguard/")
+    monkeypatch.setenv("CELLGUARD_AWS_REGION", "eu-central-1")
+    monkeypatch.setenv("CELLGUARD_AWS_ENDPOINT_URL", "http://127.0.0.1:5000/")
+    monkeypatch.setenv("CELLGUARD_GLUE_DATABASE", "fleet_eu")
+    monkeypatch.setenv("CELLGUARD_ATHENA_WORKGROUP", "analysts-v3")
+    monkeypatch.setenv("CELLGUARD_DYNAMODB_TABLE_PREFIX", "fleet-eu.")
+    settings = load_settings()
+    assert (settings.aws_region, settings.aws_endpoint_url, settings.glue_database, settings.athena_workgroup,
+            settings.dynamodb_table_prefix) == ("eu-central-1", "http://127.0.0.1:5000", "fleet_eu", "analysts-v3", "fleet-eu.")
+    assert settings.athena_output == "s3://fleet-lake/cellguard/_athena/"
+    assert settings.s3_endpoint_url == "http://127.0.0.1:5000"  # S3 follows the generic endpoint ...
+    monkeypatch.setenv("CELLGUARD_S3_ENDPOINT_URL", "https://minio.internal:9000")
+    monkeypatch.setenv("CELLGUARD_ATHENA_OUTPUT", "s3://athena-results/cellguard")
+    settings = load_settings()
+    assert settings.s3_endpoint_url == "https://minio.internal:9000"  # ... unless S3 has its own
+    assert settings.aws_endpoint_url == "http://127.0.0.1:5000"
+    assert settings.athena_output == "s3://athena-results/cellguard/"
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("CELLGUARD_AWS_ENDPOINT_URL", "127.0.0.1:5000", "CELLGUARD_AWS_ENDPOINT_URL must be an http:// or https:// URL"),
+    ("CELLGUARD_S3_ENDPOINT_URL", "http://minio/bucket", "CELLGUARD_S3_ENDPOINT_URL must be an http:// or https:// URL"),
+    ("CELLGUARD_AWS_REGION", "Ireland", "CELLGUARD_AWS_REGION must be an AWS region name such as eu-west-1, not 'Ireland'"),
+    ("CELLGUARD_GLUE_DATABASE", "Fleet-DB", "CELLGUARD_GLUE_DATABASE must be 1-255 lowercase letters, digits or _"),
+    ("CELLGUARD_ATHENA_WORKGROUP", "my workgroup", "CELLGUARD_ATHENA_WORKGROUP must be 1-128 of"),
+    ("CELLGUARD_ATHENA_OUTPUT", "/tmp/results", "CELLGUARD_ATHENA_OUTPUT must be an s3://bucket/prefix/ location"),
+    ("CELLGUARD_DYNAMODB_TABLE_PREFIX", "cell guard", "CELLGUARD_DYNAMODB_TABLE_PREFIX must be at most 200 of"),
+])
+def test_aws_setting_errors_name_the_setting_and_value(tmp_path, isolate_settings, monkeypatch, name, value, message):
+    isolate_settings(tmp_path)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message) as error:
+        load_settings()
+    assert repr(value) in str(error.value)

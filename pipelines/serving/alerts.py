@@ -166,9 +166,9 @@ def raise_alerts(as_of_dates: Iterable[date | str], feature_set: str = "full",
     if not dates:
         return summary
     if store is None:
-        from pipelines.storage.event_store import EventStore
+        from pipelines.storage.event_stores import open_event_store
 
-        store = EventStore.from_settings()
+        store = open_event_store()
     notifier = notifier or Notifier.from_settings()
     now = now or datetime.now(UTC)
 

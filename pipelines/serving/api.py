@@ -81,7 +81,8 @@ from pipelines.serving.api_scoring import LAKE_FEATURE_SET, REFERENCE_FEATURE_SE
 from pipelines.serving.daily_context import DailyContext
 from pipelines.serving.model_champions import ChampionModels, ChampionWatcher
 from pipelines.serving.model_server import server_config
-from pipelines.storage.event_store import EventStore, PredictionEventStore
+from pipelines.storage.event_store import PredictionEventStore
+from pipelines.storage.event_stores import open_event_store
 from pipelines.storage.lake import Lake
 from pipelines.storage.predictions_zone import PredictionBuffer
 from pipelines.training import registry
@@ -128,7 +129,7 @@ def create_app(settings: Settings | None = None, lake: Lake | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        events = store or EventStore.from_settings(settings)
+        events = store or open_event_store(settings)
         buffer = PredictionBuffer(lake, events, settings.prediction_flush_rows, settings.prediction_flush_seconds)
         try:
             recovered = await run_in_threadpool(buffer.recover)

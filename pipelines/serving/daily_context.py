@@ -69,6 +69,7 @@ class DailyContext:
         self._entries: OrderedDict[date, _DateEntry] = OrderedDict()
         self._building: dict[date, threading.Lock] = {}
         self._listing: list[tuple[date, str, int, int]] = []
+        self._fingerprints: dict[date, Fingerprint] = {}  # per as_of, from the current listing
         self._listed_at = float("-inf")
 
     def suspects(self, as_of: date) -> dict[str, int]:
@@ -123,9 +124,13 @@ class DailyContext:
             if relist or time.monotonic() - self._listed_at >= self.revalidate_seconds:
                 self._listing = daily_zone.daily_objects(self.lake)
                 self._listed_at = time.monotonic()
-            listing = self._listing
-        first, last = context_days(as_of)
-        return tuple((key, size, mtime) for day, key, size, mtime in listing if first <= day <= last)
+                self._fingerprints = {}
+            found = self._fingerprints.get(as_of)
+            if found is None:
+                first, last = context_days(as_of)
+                found = tuple((key, size, mtime) for day, key, size, mtime in self._listing if first <= day <= last)
+                self._fingerprints[as_of] = found
+            return found
 
     def _drop_old_windows(self, keep: date) -> None:
         """Forget the windows of all but the max_window_dates most recently used dates (suspects stay)."""

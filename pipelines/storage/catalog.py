@@ -1,4 +1,5 @@
-"""The local catalog: a DuckDB file holding only views over the lake's Parquet, rebuilt atomically."""
+"""The local catalog: a DuckDB file holding only views over the lake's Parquet, rebuilt atomically (`refresh_catalog`
+chooses it or, when CELLGUARD_BACKEND=aws, the Glue catalog)."""
 
 from __future__ import annotations
 
@@ -100,3 +101,18 @@ def refresh_local_catalog() -> Path | None:
     if settings.backend != "local":
         return None
     return build_catalog(Lake.from_settings(settings), settings.catalog_path)
+
+
+def refresh_catalog() -> str:
+    """Refresh the catalog of the configured backend; returns where it is (the DuckDB file, or glue://database).
+
+    local: the DuckDB file of views. aws: the Glue tables and Athena views (pipelines/storage/glue_catalog.py),
+    touched only where they differ, so every DAG run may call it."""
+    from pipelines.config import load_settings
+
+    settings = load_settings()
+    if settings.backend == "aws":
+        from pipelines.storage.glue_catalog import refresh
+
+        return refresh(settings).location
+    return str(build_catalog(Lake.from_settings(settings), settings.catalog_path))

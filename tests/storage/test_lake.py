@@ -126,6 +126,8 @@ def test_uris_paths_and_urls(tmp_path: Path) -> None:
     assert Lake(str(tmp_path / "plain")).root == str(tmp_path / "plain")
     with pytest.raises(ValueError, match="unsupported lake URI 'ftp://host/lake'"):
         Lake("ftp://host/lake")
+    with pytest.raises(ValueError, match="lake URI 's3:///lake' names no bucket: use s3://bucket/prefix"):
+        Lake("s3:///lake")
 
 
 def test_from_settings(cellguard_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
