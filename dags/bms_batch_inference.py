@@ -6,8 +6,9 @@ as_of D+1 (the window reads the 14 days before as_of, so the day after the newes
 with the feature set's champion, in one vectorised call. Predictions (probability, alarm at the champion's
 threshold, suspect cell, top-3 reasons) go to the event store and to `predictions/dt=<as_of>/`, then the catalog
 is refreshed and asset **predictions** announced with the as_of dates, the model version and the row count.
-Vehicles that start alarming get an alert episode (alerts table, and CELLGUARD_ALERT_WEBHOOK if set); a vehicle
-that keeps alarming day after day is announced once. A failed run is posted to the same webhook.
+Vehicles that start alarming get an alert episode (the event store's alerts table, copied to the lake's
+`alerts/` zone for the catalog, and CELLGUARD_ALERT_WEBHOOK if set); a vehicle that keeps alarming day after day is
+announced once. A failed run is posted to the same webhook.
 
 Run it by hand with `dates` (as_of dates, `YYYY-MM-DD`) to score those; with no dates and no triggering event it
 scores the day after the newest daily date. No champion yet: the run is skipped. Re-running changes nothing.
@@ -68,21 +69,21 @@ def bms_batch_inference():
 
     @task
     def alerts(summary: dict) -> dict:
-        from pipelines.serving.alerts import raise_alerts
+        from pipelines.serving.alerts import publish_episodes, raise_alerts
 
         result = raise_alerts(summary["scored"], feature_set=summary["feature_set"])
         print(result.message())
+        print(f"alerts zone: {len(publish_episodes(summary['scored']))} dates written")
         return result.to_dict()
 
     @task
-    def refresh_catalog(summary: dict) -> str:
+    def refresh_catalog(alerted: dict) -> str:
         from pipelines.storage.catalog import refresh_catalog
 
         return refresh_catalog()
 
     scored = score(as_of_dates())
-    alerts(scored)
-    refresh_catalog(scored)
+    refresh_catalog(alerts(scored))
 
 
 bms_batch_inference()

@@ -126,3 +126,20 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=False),
     ]
 )
+
+# One alarm episode (pipelines/serving/alerts.py): a vehicle starting to alarm at first_as_of, as the event store's
+# `alerts` table holds it; the lake's `alerts/dt=<first_as_of>/` copy is what the catalog and dashboards read.
+ALERT_SCHEMA = pa.schema(
+    [
+        pa.field("vin", pa.string(), nullable=False),
+        pa.field("feature_set", pa.string(), nullable=False),
+        pa.field("first_as_of", pa.date32(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("probability", pa.float64(), nullable=False),
+        pa.field("threshold", pa.float64(), nullable=False),
+        pa.field("suspect_cell", pa.int32()),
+        pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("notified_at", pa.timestamp("ms", tz="UTC")),
+        pa.field("channel", pa.string()),
+    ]
+)

@@ -30,7 +30,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from pipelines.features.daily import as_dates
+from pipelines.storage.alerts_zone import publish_alerts
 from pipelines.storage.event_store import PredictionEventStore
+from pipelines.storage.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +209,16 @@ def raise_alerts(as_of_dates: Iterable[date | str], feature_set: str = "full",
             summary.notified.append({**where, "channel": notifier.channel})
     log.info(summary.message())
     return summary
+
+
+def publish_episodes(as_of_dates: Iterable[date | str], store: PredictionEventStore | None = None,
+                     lake: Lake | None = None) -> list[str]:
+    """Copy to the lake's alerts zone the episodes a run at these dates may have started or notified."""
+    dates = as_dates(as_of_dates)
+    if not dates:
+        return []
+    if store is None:
+        from pipelines.storage.event_stores import open_event_store
+
+        store = open_event_store()
+    return publish_alerts(lake or Lake.from_settings(), store, dates[0] - timedelta(days=RETRY_DAYS), dates[-1])

@@ -79,6 +79,7 @@ from pipelines.serving.api_schemas import (
 )
 from pipelines.serving.api_scoring import LAKE_FEATURE_SET, REFERENCE_FEATURE_SET, Item
 from pipelines.serving.daily_context import DailyContext
+from pipelines.serving.dashboard import dashboard_router
 from pipelines.serving.model_champions import ChampionModels, ChampionWatcher
 from pipelines.serving.model_server import server_config
 from pipelines.storage.event_store import PredictionEventStore
@@ -225,6 +226,7 @@ def create_app(settings: Settings | None = None, lake: Lake | None = None,
         return {"models": [_model_info(lake, champions, fs) for fs in SERVED_FEATURE_SETS]}
 
     app.include_router(v1)
+    app.include_router(dashboard_router(settings, lake, lambda: runtime.store))
     return app
 
 

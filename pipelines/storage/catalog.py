@@ -20,6 +20,7 @@ VIEWS: dict[str, tuple[str, str, str]] = {
     "quarantine": ("quarantine/rows", "*.parquet", "parquet"),
     "manifest": ("_manifest", "*.json", "json"),
     "predictions": ("predictions", "dt=*/*.parquet", "parquet"),
+    "alerts": ("alerts", "dt=*/*.parquet", "parquet"),
 }
 
 EMPTY_DEFINITIONS = {
@@ -34,6 +35,10 @@ EMPTY_DEFINITIONS = {
                     "null::struct(feature varchar, contribution double, value double)[] as reasons, "
                     "null::varchar as source, null::varchar as request_id, null::timestamptz as created_at, "
                     "null::date as dt where false"),
+    "alerts": ("select null::varchar as vin, null::varchar as feature_set, null::date as first_as_of, "
+               "null::varchar as model_version, null::double as probability, null::double as threshold, "
+               "null::integer as suspect_cell, null::timestamptz as created_at, null::timestamptz as notified_at, "
+               "null::varchar as channel, null::date as dt where false"),
 }
 
 

@@ -1,8 +1,9 @@
 """The AWS catalog (CELLGUARD_BACKEND=aws): the lake's zones as Glue tables, and Athena views where a rule needs SQL.
 
-It mirrors the DuckDB catalog (pipelines/storage/catalog.py): the same six names to query, over the same objects.
+It mirrors the DuckDB catalog (pipelines/storage/catalog.py): the same seven names to query, over the same objects.
 
-    frames, cell_daily    Glue tables over frames/ and cell_daily/, partitioned by dt
+    frames, cell_daily,   Glue tables over frames/, cell_daily/ and alerts/, partitioned by dt
+    alerts
     quarantine, manifest  Glue tables over quarantine/rows/ (Parquet) and _manifest/ (JSON), unpartitioned
     daily                 Athena view over the Glue table daily_objects (every object under daily/): one row per
                           (vin, dt), the row computed from frames winning over an imported summary
@@ -32,6 +33,7 @@ import pyarrow as pa
 from pipelines.config import Settings, load_settings
 from pipelines.features.portable_sql import to_trino
 from pipelines.schema import (
+    ALERT_SCHEMA,
     CELL_DAILY_SCHEMA,
     DAILY_SCHEMA,
     FRAME_SCHEMA,
@@ -86,6 +88,8 @@ TABLES: tuple[ZoneTable, ...] = (
               "Per-cell daily deviations from the frame median (the suspect cell's history)."),
     ZoneTable("predictions_objects", "predictions", PREDICTION_SCHEMA, "parquet", True,
               "Every row of every predictions object; query the view `predictions` (one row per prediction key)."),
+    ZoneTable("alerts", "alerts", ALERT_SCHEMA, "parquet", True,
+              "Alarm episodes (one row per vehicle, feature set and first_as_of = dt), copied from the event store."),
     ZoneTable("quarantine", "quarantine/rows", QUARANTINE_SCHEMA, "parquet", False,
               "Rejected rows with rule, column, value, reason and the raw row."),
     ZoneTable("manifest", "_manifest", MANIFEST_SCHEMA, "json", False,

@@ -33,8 +33,8 @@ from pipelines.storage.glue_catalog import (
     view_sql,
 )
 
-ALL_TABLES = ("frames", "daily_objects", "cell_daily", "predictions_objects", "quarantine", "manifest")
-PARTITIONED = ("frames", "daily_objects", "cell_daily", "predictions_objects")
+ALL_TABLES = ("frames", "daily_objects", "cell_daily", "predictions_objects", "alerts", "quarantine", "manifest")
+PARTITIONED = ("frames", "daily_objects", "cell_daily", "predictions_objects", "alerts")
 
 
 def glue_tables(aws_client, database: str) -> dict[str, dict]:
