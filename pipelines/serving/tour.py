@@ -15,6 +15,13 @@ from pipelines.storage import daily_zone, predictions_zone
 from pipelines.storage.lake import Lake
 
 
+def recent_as_of_dates(lake: Lake, days: int = 14) -> list[date]:
+    """The last `days` as_of dates the daily zone can feed, ending the day after its newest date (the demo scores
+    these, so that a vehicle's probability history and the fleet's predicted alarms have more than one point)."""
+    newest = daily_zone.daily_days(lake)[-1]
+    return [newest + timedelta(days=1 - back) for back in range(days - 1, -1, -1)]
+
+
 def latest_predictions(lake: Lake, feature_set: str = "full") -> pa.Table:
     """Each vehicle's newest batch prediction of a feature set, most probable first."""
     table = predictions_zone.read_predictions(lake)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.schema import CELL_DAILY_SCHEMA, DAILY_SCHEMA
-from pipelines.serving.tour import at_risk_lines, reference_body, wait_for
+from pipelines.serving.tour import at_risk_lines, recent_as_of_dates, reference_body, wait_for
 from pipelines.storage import daily_zone, predictions_zone
 from pipelines.storage.event_store import prediction_table
 from pipelines.storage.lake import Lake
@@ -80,3 +80,12 @@ def test_alert_lines_show_each_episode_once_with_how_it_was_sent(tmp_path) -> No
     assert lines[0].startswith("1 alarm episode(s) started in the 14 days up to 2026-03-01")
     assert lines[1].split() == [VIN_B, "from", "2026-02-27", "probability", "0.810", "suspect", "cell", "7",
                                 "(sent", "via", "store)"]
+
+
+def test_recent_as_of_dates_end_the_day_after_the_newest_daily_date(tmp_path) -> None:
+    lake = Lake(tmp_path.as_uri())
+    for day in (date(2026, 2, 20), date(2026, 2, 28)):
+        row = {"vin": VIN_A, "dt": day, "alarm": False}
+        daily_zone.write_computed(lake, day, pa.Table.from_pylist([row], DAILY_SCHEMA), CELL_DAILY_SCHEMA.empty_table())
+    assert recent_as_of_dates(lake, days=3) == [date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1)]
+    assert len(recent_as_of_dates(lake)) == 14
