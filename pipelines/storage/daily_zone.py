@@ -4,25 +4,31 @@
 imported from reference-format summaries. When both have a row for the same (vin, dt), the computed row wins:
 it is derived from the raw frames, the import only from someone's summary of them.
 `cell_daily/dt=D/frames.parquet` keeps the per-cell deviations the suspect cell's 7-day trailing mean reads.
+Computed objects are sorted by vin and cut into row groups of 65,536 rows, so a read filtered on a few VINs
+(the dashboard's cells × days view) skips the row groups whose vin statistics cannot match.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from pipelines.schema import CELL_DAILY_SCHEMA, DAILY_SCHEMA
-from pipelines.storage.lake import Lake
+from pipelines.storage.lake import PARQUET_OPTIONS, Lake
 
 DAILY_PREFIX = "daily"
 CELL_DAILY_PREFIX = "cell_daily"
 FRAMES_PREFIX = "frames"
 COMPUTED_PART = "frames"
 IMPORT_PART_PREFIX = "import-"
+COMPUTED_PARQUET_OPTIONS = {**PARQUET_OPTIONS, "row_group_size": 65_536}
+# Rows in this order within a date: one vehicle's rows are contiguous, in one or two row groups.
+SORT_KEYS = {DAILY_PREFIX: ("vin", "dt"), CELL_DAILY_PREFIX: ("vin", "dt", "cell_index")}
 _PARTITION = re.compile(r"^(?P<zone>[a-z_]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/(?P<part>[^/]+)\.parquet$")
 
 
@@ -86,12 +92,33 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
+def _is_sorted(table: pa.Table, keys: Sequence[str]) -> bool:
+    """Whether each row's `keys` are >= the previous row's (one linear pass; a null key counts as unsorted)."""
+    if table.num_rows < 2:
+        return True
+    in_order = None
+    for key in reversed(keys):  # a row is in order if an earlier key rises, or ties and the later keys are in order
+        previous, current = table[key].slice(0, table.num_rows - 1), table[key].slice(1)
+        if in_order is None:
+            in_order = pc.less_equal(previous, current)
+        else:
+            in_order = pc.or_(pc.less(previous, current), pc.and_(pc.equal(previous, current), in_order))
+    return bool(pc.all(in_order, skip_nulls=False).as_py())
+
+
+def _sorted(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """Rows ordered by `keys` (a stable sort: equal keys keep their order, so the same rows give the same bytes)."""
+    if _is_sorted(table, keys):
+        return table  # the SQL's `order by` already did it: no copy of a million cell rows
+    return table.sort_by([(key, "ascending") for key in keys])
+
+
 def write_computed(lake: Lake, day: date, daily: pa.Table, cell_daily: pa.Table) -> int:
     """Replace one date's computed daily and cell rows (an empty day deletes them); returns the daily row count."""
     for zone, rows, schema in ((DAILY_PREFIX, daily, DAILY_SCHEMA), (CELL_DAILY_PREFIX, cell_daily, CELL_DAILY_SCHEMA)):
         key = partition_key(zone, day)
         if rows.num_rows:
-            lake.write_parquet(key, _conform(rows, schema))
+            lake.write_parquet(key, _sorted(_conform(rows, schema), SORT_KEYS[zone]), COMPUTED_PARQUET_OPTIONS)
         else:
             lake.delete(key)
     return daily.num_rows
@@ -104,17 +131,26 @@ def write_imported(lake: Lake, day: date, rows: pa.Table, import_id: str) -> str
     return key
 
 
-def _read(lake: Lake, keys: list[str], schema: pa.Schema) -> pa.Table:
+def _read(lake: Lake, keys: list[str], schema: pa.Schema, columns: list[str] | None = None,
+          where: pc.Expression | None = None) -> pa.Table:
     if not keys:
-        return schema.empty_table()
+        empty = schema.empty_table()
+        return empty.select(columns) if columns is not None else empty
     dataset = ds.dataset([lake.path(k) for k in keys], schema=schema, format="parquet", filesystem=lake.fs)
-    return dataset.to_table()
+    return dataset.to_table(columns=columns, filter=where)
 
 
-def read_cell_daily(lake: Lake, first: date | None = None, last: date | None = None) -> pa.Table:
-    """Per-cell rows of the dates in [first, last] (either end open)."""
+def read_cell_daily(lake: Lake, first: date | None = None, last: date | None = None,
+                    vins: Sequence[str] | None = None, columns: list[str] | None = None) -> pa.Table:
+    """Per-cell rows of the dates in [first, last] (either end open); only these vehicles' and columns, if given."""
+    if isinstance(vins, str):
+        raise ValueError(f"vins: expected a list of VINs, got the string {vins!r} (pass [{vins!r}] for one vehicle)")
+    unknown = [c for c in columns or () if c not in CELL_DAILY_SCHEMA.names]
+    if unknown:
+        raise ValueError(f"columns: {unknown} are not cell_daily columns ({', '.join(CELL_DAILY_SCHEMA.names)})")
     keys = [key for day, _, key in _partitions(lake, CELL_DAILY_PREFIX) if _in_range(day, first, last)]
-    return _read(lake, keys, CELL_DAILY_SCHEMA)
+    where = pc.field("vin").isin(pa.array(list(vins), pa.string())) if vins is not None else None
+    return _read(lake, keys, CELL_DAILY_SCHEMA, columns, where)
 
 
 def read_daily(lake: Lake, first: date | None = None, last: date | None = None,

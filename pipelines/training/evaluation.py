@@ -14,9 +14,12 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from pipelines.features.window_signals import HORIZON_DAYS  # label: an alarm on any day as_of ... as_of + 13
+
+CURVE_POINTS = 101  # most points kept per curve on a model card
+CURVE_DIGITS = 4
 
 
 def _day(value: date | str | pd.Timestamp) -> pd.Timestamp:
@@ -140,6 +143,38 @@ def average_precision(labels: Iterable, scores: Iterable) -> float | None:
     return float(average_precision_score(y, p)) if y.sum() > 0 else None
 
 
+def evenly_spaced_indices(count: int, most: int = CURVE_POINTS) -> np.ndarray:
+    """At most `most` indices into `count` items, evenly spaced, always the first and the last."""
+    if most < 2:
+        raise ValueError(f"most {most}: a curve needs at least its two ends")
+    if count <= most:
+        return np.arange(count)
+    # Steps wider than one index round to distinct integers, so exactly `most` remain.
+    return np.rint(np.linspace(0, count - 1, most)).astype(int)
+
+
+def _thinned(*series: np.ndarray) -> list[list[float]]:
+    keep = evenly_spaced_indices(len(series[0]))
+    return [[round(float(v), CURVE_DIGITS) for v in values[keep]] for values in series]
+
+
+def curve_points(labels: Iterable, scores: Iterable) -> dict | None:
+    """ROC and precision-recall points for a model card (≤ 101 each, 4 decimals); None when only one class is present.
+
+    ROC runs from (0, 0) to (1, 1); precision-recall in scikit-learn's order, recall falling from 1 to 0, so a
+    step drawn horizontally first gives each recall interval the precision average precision credits it with.
+    """
+    y, p = _arrays(labels, scores)
+    if len(np.unique(y)) != 2:
+        return None
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=True)
+    precision, recall, _ = precision_recall_curve(y, p)
+    fpr_points, tpr_points = _thinned(fpr, tpr)
+    recall_points, precision_points = _thinned(recall, precision)
+    return {"roc": {"fpr": fpr_points, "tpr": tpr_points},
+            "pr": {"recall": recall_points, "precision": precision_points}}
+
+
 @dataclass(frozen=True)
 class ThresholdChoice:
     """An alarm threshold (alarm when probability >= threshold) and what it achieved on validation data."""
@@ -261,6 +296,7 @@ class Evaluation:
     false_alarms_per_1000_vehicle_days: float | None
     vehicles: dict
     lead_time: dict | None
+    curves: dict | None = None  # curve_points of the test windows, for the model card's charts
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -280,4 +316,5 @@ def evaluate(validation: pd.DataFrame, test: pd.DataFrame, target_precision: flo
         false_alarms_per_1000_vehicle_days=false_alarms_per_1000_vehicle_days(y, p, choice.threshold),
         vehicles=vehicle_detection(test, choice.threshold),
         lead_time=lead_times(test, choice.threshold, alarm_days) if alarm_days is not None else None,
+        curves=curve_points(y, p),
     )

@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.schema import CELL_DAILY_SCHEMA, DAILY_SCHEMA
@@ -66,6 +70,77 @@ def test_reading_a_date_range_leaves_out_other_dates(lake: Lake) -> None:
         daily_zone.write_computed(lake, day, daily_rows((VIN_A, day, 1.0)), cell_rows(VIN_A, day, [0.0]))
     assert daily_zone.read_daily(lake, DAY, DAY)["dt"].to_pylist() == [DAY]
     assert daily_zone.read_cell_daily(lake, DAY)["dt"].to_pylist() == [DAY, date(2026, 1, 6)]
+
+
+def fleet_cell_rows(day: date, vehicles: int = 600, cells: int = 120) -> pa.Table:
+    """Every vehicle's cells on one day, vehicles in a shuffled order: more rows than one row group holds."""
+    order = np.random.default_rng(5).permutation(vehicles)
+    vins = np.repeat([f"LSVAB{n:012d}" for n in order], cells)
+    return pa.table({"vin": vins, "dt": pa.array([day] * len(vins), pa.date32()),
+                     "cell_index": pa.array(np.tile(np.arange(1, cells + 1), vehicles), pa.int32()),
+                     "cell_dev_mv": np.repeat(order.astype(float), cells), "cell_dev_rest_mv": pa.nulls(len(vins)),
+                     "cell_dev_load_mv": pa.nulls(len(vins)), "valid_frames": pa.nulls(len(vins))}).cast(CELL_DAILY_SCHEMA)
+
+
+def fleet_daily_rows(day: date, vehicles: int) -> pa.Table:
+    """One daily row per vehicle (vin and dt only), in reverse vin order."""
+    columns = {"vin": [f"LSVAB{n:012d}" for n in reversed(range(vehicles))], "dt": pa.array([day] * vehicles, pa.date32())}
+    return pa.table({f.name: columns.get(f.name, pa.nulls(vehicles, f.type)) for f in DAILY_SCHEMA}, DAILY_SCHEMA)
+
+
+def test_computed_objects_are_sorted_by_vin_in_row_groups_of_at_most_65536_rows(lake: Lake) -> None:
+    daily_zone.write_computed(lake, DAY, fleet_daily_rows(DAY, 70_000), fleet_cell_rows(DAY))
+    cells = pq.ParquetFile(lake.path("cell_daily/dt=2026-01-05/frames.parquet")).metadata
+    assert [cells.row_group(i).num_rows for i in range(cells.num_row_groups)] == [65_536, 72_000 - 65_536]
+    vin_stats = [cells.row_group(i).column(0).statistics for i in range(cells.num_row_groups)]
+    # sorted: the vin ranges meet at one vehicle (cells 1-16 of LSVAB…546 end the first group), never overlap
+    assert (vin_stats[0].min, vin_stats[0].max, vin_stats[1].min, vin_stats[1].max) == (
+        "LSVAB000000000000", "LSVAB000000000546", "LSVAB000000000546", "LSVAB000000000599")
+    daily = pq.ParquetFile(lake.path("daily/dt=2026-01-05/frames.parquet")).metadata
+    assert [daily.row_group(i).num_rows for i in range(daily.num_row_groups)] == [65_536, 70_000 - 65_536]
+    table = daily_zone.read_cell_daily(lake)
+    assert table["vin"].to_pylist() == sorted(table["vin"].to_pylist())
+    assert table.slice(0, 3).select(["vin", "cell_index"]).to_pylist() == [
+        {"vin": "LSVAB000000000000", "cell_index": i} for i in (1, 2, 3)]
+
+
+def test_a_vin_filter_reads_exactly_that_vehicles_rows_and_skips_other_row_groups(lake: Lake) -> None:
+    for day in (DAY, date(2026, 1, 6)):
+        daily_zone.write_computed(lake, day, daily_rows((VIN_A, day, 1.0)), fleet_cell_rows(day))
+    wanted = "LSVAB000000000599"  # the last vehicle: its rows sit in the second row group of each day
+    rows = daily_zone.read_cell_daily(lake, vins=[wanted], columns=["vin", "dt", "cell_index", "cell_dev_mv"])
+    assert rows.column_names == ["vin", "dt", "cell_index", "cell_dev_mv"] and rows.num_rows == 2 * 120
+    assert set(rows["vin"].to_pylist()) == {wanted} and set(rows["cell_dev_mv"].to_pylist()) == {599.0}
+    assert rows.filter(pc.equal(rows["dt"], DAY))["cell_index"].to_pylist() == list(range(1, 121))
+    two = daily_zone.read_cell_daily(lake, DAY, DAY, vins=[wanted, "LSVAB000000000007"])
+    assert two.num_rows == 240 and sorted(set(two["vin"].to_pylist())) == ["LSVAB000000000007", wanted]
+    assert daily_zone.read_cell_daily(lake, vins=[]).num_rows == 0
+    assert daily_zone.read_cell_daily(lake, vins=["LSVAB000000000600"]).num_rows == 0
+    # The row-group statistics alone rule out the first row group: only the second is read.
+    fragment = next(ds.dataset(lake.path("cell_daily/dt=2026-01-05/frames.parquet"), format="parquet").get_fragments())
+    picked = fragment.split_by_row_group(pc.field("vin").isin([wanted]))
+    assert [group.id for piece in picked for group in piece.row_groups] == [1]
+
+
+def test_a_vin_filter_or_column_list_of_the_wrong_kind_is_a_clear_error(lake: Lake) -> None:
+    with pytest.raises(ValueError, match=r"vins: expected a list of VINs, got the string 'LSVAB1234CD567890'"):
+        daily_zone.read_cell_daily(lake, vins=VIN_A)
+    with pytest.raises(ValueError, match=r"\['cell_mv'\] are not cell_daily columns"):
+        daily_zone.read_cell_daily(lake, columns=["dt", "cell_mv"])
+
+
+def test_writing_the_same_rows_again_gives_the_same_bytes_in_any_input_order(lake: Lake) -> None:
+    cells = fleet_cell_rows(DAY)
+    daily_zone.write_computed(lake, DAY, daily_rows((VIN_A, DAY, 1.0)), cells)
+    first = lake.read_bytes("cell_daily/dt=2026-01-05/frames.parquet")
+    daily_zone.write_computed(lake, DAY, daily_rows((VIN_A, DAY, 1.0)), cells)
+    assert lake.read_bytes("cell_daily/dt=2026-01-05/frames.parquet") == first
+    reversed_rows = cells.take(pa.array(range(cells.num_rows - 1, -1, -1)))
+    daily_zone.write_computed(lake, DAY, daily_rows((VIN_A, DAY, 1.0)), reversed_rows)
+    assert lake.read_bytes("cell_daily/dt=2026-01-05/frames.parquet") == first
+    already_sorted = daily_zone.read_cell_daily(lake)  # sorted rows are written as they come
+    daily_zone.write_computed(lake, DAY, daily_rows((VIN_A, DAY, 1.0)), already_sorted)
+    assert lake.read_bytes("cell_daily/dt=2026-01-05/frames.parquet") == first
 
 
 def test_rows_missing_a_contract_column_are_refused(lake: Lake) -> None:

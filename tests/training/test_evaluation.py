@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import json
+from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import precision_recall_curve, roc_curve
 
+from pipelines.serving.dashboard import queries
+from pipelines.training import registry
 from pipelines.training.evaluation import (
     alarm_days_from_daily,
     average_precision,
     choose_threshold,
     classification,
+    curve_points,
     evaluate,
+    evenly_spaced_indices,
     false_alarms_per_1000_vehicle_days,
     lead_times,
     roc_auc,
@@ -78,6 +85,52 @@ def test_auc_and_average_precision_match_hand_computation() -> None:
     assert roc_auc(LABELS, SCORES) == pytest.approx(8 / 9)  # 8 of 9 positive-negative pairs ordered right
     assert average_precision(LABELS, SCORES) == pytest.approx((1 + 1 + 0.75) / 3)  # precision at each positive
     assert roc_auc([0, 0], [0.1, 0.2]) is None and average_precision([0, 0], [0.1, 0.2]) is None
+
+
+def test_curve_points_match_hand_worked_roc_and_precision_recall() -> None:
+    curves = curve_points(LABELS, SCORES)
+    # Lowering the threshold score by score: .9 (0, 1/3), .8 (0, 2/3), .7 (1/3, 2/3), .6 (1/3, 1), .4 (2/3, 1),
+    # .2 (1, 1). (2/3, 1) lies inside the straight top edge, so drop_intermediate leaves it out.
+    assert curves["roc"] == {"fpr": [0.0, 0.0, 0.0, 0.3333, 0.3333, 1.0],
+                             "tpr": [0.0, 0.3333, 0.6667, 0.6667, 1.0, 1.0]}
+    # From the lowest threshold up: .2 flags all six (3/6), .4 five (3/5), .6 four (3/4), .7 three (2/3),
+    # .8 two (2/2), .9 one (1/1); then recall 0 at precision 1.
+    assert curves["pr"] == {"recall": [1.0, 1.0, 1.0, 0.6667, 0.6667, 0.3333, 0.0],
+                            "precision": [0.5, 0.6, 0.75, 0.6667, 1.0, 1.0, 1.0]}
+
+
+def test_evenly_spaced_indices_keep_both_ends() -> None:
+    assert evenly_spaced_indices(10, 4).tolist() == [0, 3, 6, 9]
+    assert evenly_spaced_indices(3).tolist() == [0, 1, 2]  # short curves stay whole
+    for count in (102, 250, 10_001):
+        kept = evenly_spaced_indices(count)
+        assert len(kept) == 101 and (kept[0], kept[-1]) == (0, count - 1) and (np.diff(kept) > 0).all()
+    with pytest.raises(ValueError, match="most 1"):
+        evenly_spaced_indices(10, 1)
+
+
+def test_long_curves_are_thinned_to_101_points_from_end_to_end() -> None:
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, 3000)
+    scores = np.clip(0.3 * labels + rng.normal(0.35, 0.2, 3000), 0, 1)
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=True)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    assert len(fpr) > 300 and len(recall) > 2000  # long enough that thinning has work to do
+    curves = curve_points(labels, scores)
+    roc, pr = curves["roc"], curves["pr"]
+    assert len(roc["fpr"]) == len(roc["tpr"]) == 101 and len(pr["recall"]) == len(pr["precision"]) == 101
+    assert (roc["fpr"][0], roc["tpr"][0], roc["fpr"][-1], roc["tpr"][-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert (pr["recall"][0], pr["recall"][-1], pr["precision"][-1]) == (1.0, 0.0, 1.0)
+    assert pr["precision"][0] == round(labels.mean(), 4)  # everything flagged: precision is the positive share
+    middle = round((len(fpr) - 1) / 2)  # point 50 of 101 sits halfway along the full curve
+    assert (roc["fpr"][50], roc["tpr"][50]) == (round(fpr[middle], 4), round(tpr[middle], 4))
+    assert all(np.diff(roc["fpr"]) >= 0) and all(np.diff(pr["recall"]) <= 0)
+
+
+def test_a_single_class_has_no_curves() -> None:
+    assert curve_points([0, 0, 0], [0.1, 0.5, 0.9]) is None
+    assert curve_points([1, 1], [0.2, 0.3]) is None
+    assert curve_points([], []) is None
 
 
 def test_threshold_is_the_highest_recall_reaching_the_target_precision() -> None:
@@ -156,3 +209,22 @@ def test_evaluate_chooses_on_validation_and_measures_on_test() -> None:
     assert result["false_alarms_per_1000_vehicle_days"] == 250.0
     assert (result["vehicles"]["faulty_caught"], result["vehicles"]["healthy_alarmed"]) == (1, 1)
     assert result["lead_time"]["lead_days_by_vin"] == {"A": 4}
+    # test scores .65 (+), .62 (-), .55 (+), .1 (-): up by 1/2, right by 1/2, up by 1/2, right by 1/2
+    assert result["curves"]["roc"] == {"fpr": [0.0, 0.0, 0.5, 0.5, 1.0], "tpr": [0.0, 0.5, 0.5, 1.0, 1.0]}
+    # thresholds .1, .55, .62, .65 flag 4, 3, 2, 1 windows holding 2, 2, 1, 1 positives
+    assert result["curves"]["pr"] == {"recall": [1.0, 1.0, 0.5, 0.5, 0.0], "precision": [0.5, 0.6667, 0.5, 1.0, 1.0]}
+
+
+def test_a_card_carries_the_curves_the_dashboards_model_view_draws() -> None:
+    validation = scored([("V", f"2026-02-0{i + 1}", y, p) for i, (y, p) in enumerate(zip(LABELS, SCORES, strict=True))])
+    evaluation = evaluate(validation, validation, target_precision=0.75)
+    card = registry.model_card(
+        version="20260401t020000z-full-0123abcd", feature_set="full", feature_names=["a"], training_data={},
+        split={}, metrics=evaluation.to_dict(), baseline_metrics=evaluation.to_dict(), threshold=0.6,
+        target_precision=0.75, params={}, created_at=datetime(2026, 4, 1, 2, tzinfo=UTC))
+    stored = json.loads(registry.json_bytes(card))  # as card.json holds it
+    view = queries.model_view(stored, [], "/r/")
+    assert view["curves"]["roc"] == {"x": [0.0, 0.0, 0.0, 0.3333, 0.3333, 1.0],
+                                     "y": [0.0, 0.3333, 0.6667, 0.6667, 1.0, 1.0]}
+    assert view["curves"]["pr"]["y"] == [0.5, 0.6, 0.75, 0.6667, 1.0, 1.0, 1.0]
+    assert view["reference_curves"] == view["curves"]

@@ -3,11 +3,12 @@
 Every view is built from date partitions (`daily/dt=D/`, `cell_daily/dt=D/`, `predictions/dt=D/`), so everything
 cached is per partition: a value derived from one date stays valid while that date's objects are the same ones
 (key, size, modification stamp) and is derived again when one changes. A zone is listed at most once every
-`revalidate_seconds`. Reads go through pipelines/storage (`read_daily`, `read_predictions`), a missing run of
-dates in one call. What is kept is small per date: counts for the fleet timeline (any number of dates), a few
-columns per vehicle for the fleet table and the vehicle trend (`max_daily_dates`), each vehicle's newest batch
-prediction (`max_prediction_dates`). Per-cell rows are never cached for the fleet: a vehicle's are read with a
-filter on its VIN and kept for the last few vehicles looked at.
+`revalidate_seconds`. Reads go through pipelines/storage (`read_daily`, `read_predictions`, `read_cell_daily`), a
+missing run of dates in one call. What is kept is small per date: counts for the fleet timeline (any number of
+dates), a few columns per vehicle for the fleet table and the vehicle trend (`max_daily_dates`), each vehicle's
+newest batch prediction (`max_prediction_dates`). Per-cell rows are never cached for the fleet: a vehicle's are
+read with a filter on its VIN (which skips the other vehicles' row groups) and kept for the last few vehicles
+looked at.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Generic, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from pipelines.schema import CELL_DAILY_SCHEMA, DAILY_SCHEMA, PREDICTION_SCHEMA
 from pipelines.storage import daily_zone, predictions_zone
@@ -241,21 +241,20 @@ class LakeViews:
         """One vehicle's per-cell deviations (dt, cell_index, value) on these dates, read with a filter on its VIN."""
         column = CELL_COLUMNS[measure]
         partitions = self.cell_listing.partitions()
-        keys = [key for day in sorted(set(days)) if day in partitions for key, _, _ in partitions[day]]
-        fingerprint = tuple(obj for day in sorted(set(days)) if day in partitions for obj in partitions[day])
+        present = [day for day in sorted(set(days)) if day in partitions]
+        fingerprint = tuple(obj for day in present for obj in partitions[day])
         wanted = (vin, column, fingerprint)
         with self._cells_lock:
             if wanted in self._cells:
                 self._cells.move_to_end(wanted)
                 return self._cells[wanted]
-        if keys:
-            dataset = ds.dataset([self.lake.path(key) for key in keys], schema=CELL_DAILY_SCHEMA, format="parquet",
-                                 filesystem=self.lake.fs)
-            rows = dataset.to_table(columns=["dt", "cell_index", column], filter=pc.field("vin") == vin)
-            rows = rows.rename_columns(["dt", "cell_index", "value"])
-        else:
-            rows = pa.table({"dt": pa.array([], pa.date32()), "cell_index": pa.array([], pa.int32()),
-                             "value": pa.array([], pa.float64())})
+        rows = CELL_DAILY_SCHEMA.empty_table().select(["dt", "cell_index", column])
+        if present:
+            rows = daily_zone.read_cell_daily(self.lake, present[0], present[-1], vins=[vin],
+                                              columns=["dt", "cell_index", column])
+            if len(present) < (present[-1] - present[0]).days + 1:  # a gap in the dates asked for: leave it out
+                rows = rows.filter(pc.is_in(rows["dt"], pa.array(present, pa.date32())))
+        rows = rows.rename_columns(["dt", "cell_index", "value"])
         with self._cells_lock:
             self._cells[wanted] = rows
             while len(self._cells) > self.max_cell_vehicles:

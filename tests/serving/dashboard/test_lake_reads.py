@@ -126,3 +126,25 @@ def test_a_vehicles_daily_columns_and_cell_rows_are_its_own(lake: Lake) -> None:
     assert suspect == [-54.0, -57.0]  # 1.5 × (−2 mV × 18 and 19 days)
     assert views.cell_rows(DRIFTING, days, "load") is views.cell_rows(DRIFTING, days, "load")  # kept
     assert views.cell_rows("LSVDSH00000000009", days).num_rows == 0
+
+
+def test_cell_rows_are_read_through_the_daily_zone_with_the_vehicles_filter(lake: Lake, monkeypatch) -> None:
+    reads: list[tuple] = []
+    real = daily_zone.read_cell_daily
+
+    def spy(lk, first, last, vins=None, columns=None):
+        reads.append((first, last, vins, columns))
+        return real(lk, first, last, vins=vins, columns=columns)
+
+    monkeypatch.setattr(daily_zone, "read_cell_daily", spy)
+    views = LakeViews(lake)
+    days = [LAST - timedelta(days=4), LAST - timedelta(days=2), LAST, LAST + timedelta(days=1)]  # gaps; 03-21 has none
+    cells = views.cell_rows(DRIFTING, days, "rest")
+    assert reads == [(LAST - timedelta(days=4), LAST, [DRIFTING], ["dt", "cell_index", "cell_dev_rest_mv"])]
+    assert sorted({r["dt"] for r in cells.to_pylist()}) == days[:3]  # the dates between were read, then left out
+    assert [r["value"] for r in cells.to_pylist() if r["cell_index"] == SUSPECT[DRIFTING]] == [-15.0, -17.0, -19.0]
+    kinds = [("dt", pa.date32()), ("cell_index", pa.int32()), ("value", pa.float64())]
+    assert [(f.name, f.type) for f in cells.schema] == kinds
+    assert views.cell_rows(QUIET, [LAST]).num_rows == 0 and len(reads) == 2  # stopped reporting: read, nothing found
+    nothing = views.cell_rows(DRIFTING, [LAST + timedelta(days=5)])  # no partition: nothing to read
+    assert nothing.num_rows == 0 and [(f.name, f.type) for f in nothing.schema] == kinds and len(reads) == 2
