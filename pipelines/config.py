@@ -28,6 +28,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_ALERT_WEBHOOK": ("", "Webhook (`https://…`, Slack-compatible JSON `{\"text\": …}`) that each new alarm episode and each failed `bms_batch_inference` run is posted to; unset: alerts go to the event store's `alerts` table only. Treat it as a secret (Slack's URL holds a token): it is never logged."),
     "CELLGUARD_API_TOKEN": ("", "Bearer token every prediction API route but `/healthz` requires (16+ characters of `A–Z a–z 0–9 . _ ~ + / = -`). Unset: `cellguard serve-api` generates one at each start, prints it and writes it to `$CELLGUARD_HOME/api-token` (mode 600)."),
     "CELLGUARD_API_PORT": ("8000", "Port of `cellguard serve-api`, the prediction API."),
+    "CELLGUARD_API_ACCESS_LOG": ("0", "`1` logs one line per prediction API request (uvicorn's access log). Off by default: under load, writing it costs the API more than scoring a request; errors are logged either way."),
     "CELLGUARD_API_MAX_ITEMS": ("500", "Most items one `POST /v1/predictions` list may hold (the body is also limited to 1 MB)."),
     "CELLGUARD_AWS_REGION": ("", "AWS region of every AWS resource; unset: the standard AWS chain's (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile). Credentials never come from CellGuard settings: inside Airflow tasks from the `aws_default` connection, elsewhere (and when that connection is missing) from the standard AWS chain."),
     "CELLGUARD_AWS_ENDPOINT_URL": ("", "One endpoint for every AWS client CellGuard opens (Glue, Athena, DynamoDB, SageMaker, and S3 unless `CELLGUARD_S3_ENDPOINT_URL` is set), such as a moto server or LocalStack; unset: AWS's own endpoints. Set it here rather than `AWS_ENDPOINT_URL`: boto3 honours that variable, pyarrow's S3 filesystem does not."),
@@ -76,6 +77,7 @@ class Settings:
     api_token: Secret | None
     api_port: int
     api_max_items: int
+    api_access_log: bool
     aws_region: str | None
     aws_endpoint_url: str | None
     glue_database: str
@@ -253,6 +255,7 @@ def load_settings() -> Settings:
         api_token=_api_token(),
         api_port=_port("CELLGUARD_API_PORT"),
         api_max_items=_api_max_items(),
+        api_access_log=_env("CELLGUARD_API_ACCESS_LOG") not in ("0", "false", "no"),
         aws_region=_aws_region(),
         aws_endpoint_url=aws_endpoint_url,
         glue_database=_glue_database(),

@@ -83,3 +83,10 @@ def test_aws_setting_errors_name_the_setting_and_value(tmp_path, isolate_setting
     with pytest.raises(ValueError, match=message) as error:
         load_settings()
     assert repr(value) in str(error.value)
+
+
+def test_api_access_log_is_off_unless_asked_for(tmp_path, isolate_settings, monkeypatch):
+    isolate_settings(tmp_path)
+    assert load_settings().api_access_log is False
+    monkeypatch.setenv("CELLGUARD_API_ACCESS_LOG", "1")
+    assert load_settings().api_access_log is True

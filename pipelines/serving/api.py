@@ -358,4 +358,4 @@ def serve_api(host: str, port: int, settings: Settings | None = None, lake: Lake
     app = create_app(settings, lake)
     log.info("prediction API on http://%s:%d (docs at /docs); lake %s; event store %s", host, port,
              app.state.champions.lake.uri, settings.event_store_url.split("@")[-1])
-    uvicorn.Server(server_config(app, host, port)).run()
+    uvicorn.Server(server_config(app, host, port, access_log=settings.api_access_log)).run()

@@ -191,9 +191,9 @@ def create_app(champions: ChampionModels, poll_seconds: float | None = None) -> 
     ], lifespan=lifespan)
 
 
-def server_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+def server_config(app: Starlette, host: str, port: int, access_log: bool = True) -> uvicorn.Config:
     """uvicorn settings for the model server (one process: the models live in it, requests run on its threads)."""
-    return uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on")
+    return uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on", access_log=access_log)
 
 
 def serve_model(host: str, port: int, feature_set: str, poll_seconds: float, lake: Lake | None = None) -> None:

@@ -133,6 +133,22 @@ def test_missing_value_spellings_are_nan() -> None:
     assert np.isnan(input_fn('{"features": [1, null, ""]}', "application/json")[0, 1:]).all()
 
 
+@pytest.mark.parametrize("rows", [
+    [["1.5", "", " 2 ", "1_000", "-nan", "+.5", "3e2"]],
+    [[1, 2.5, -3], [4, 5, 6]],
+    [["1", "null"]],  # a spelling numpy refuses: the value-by-value path reads it as missing
+    [['"1.5"', "2"]],  # a quoted CSV value: the value-by-value path strips the quotes
+    [[1, None, 2]],
+])
+def test_the_one_call_fast_path_reads_rows_exactly_as_value_by_value(rows) -> None:
+    fast = inference._parse_rows(rows, header_hint=False)
+    slow = np.array([[inference._number(v, r + 1, c + 1, False) for c, v in enumerate(row)]
+                     for r, row in enumerate(rows)])
+    np.testing.assert_array_equal(fast, slow)
+    plain = inference._plain_matrix(rows)
+    assert (plain is None) == any(v in ("null", '"1.5"', None) for row in rows for v in row)
+
+
 def test_missing_as_minus_one_model_gets_minus_one_for_missing(tmp_path, archives, windows) -> None:
     model = model_fn(model_folder(tmp_path, archives["signals6_minus1"], loose=False))
     assert model.missing_as == -1.0
