@@ -22,7 +22,7 @@ MODEL_PORT ?= $(or $(CELLGUARD_MODEL_SERVER_PORT),8081)
 DEMO_VEHICLES ?= 50
 DEMO_DAYS ?= 100
 
-.PHONY: setup demo dag-test serve up down stop-servers test lint bench lock clean airflow-db
+.PHONY: setup demo dag-test serve up down stop-servers test chromium lint bench lock clean airflow-db superset superset-down
 
 setup: $(VENV)/.installed
 
@@ -45,7 +45,9 @@ demo: setup airflow-db
 	$(BIN)/cellguard status
 	@$(MAKE) --no-print-directory dag-test DAG=bms_features
 	@$(MAKE) --no-print-directory dag-test DAG=bms_training
-	@$(MAKE) --no-print-directory dag-test DAG=bms_batch_inference
+	@$(MAKE) --no-print-directory dag-test DAG=bms_batch_inference DAG_CONF="$$($(BIN)/python -c 'import json; \
+		from pipelines.serving.tour import recent_as_of_dates; from pipelines.storage.lake import Lake; \
+		print(json.dumps({"dates": [d.isoformat() for d in recent_as_of_dates(Lake.from_settings())]}))')"
 	@echo "== champions (AP on the time-split test window, beside the reference recipe on the same split) =="
 	$(BIN)/cellguard models
 	@$(MAKE) --no-print-directory serve
@@ -55,6 +57,7 @@ demo: setup airflow-db
 	$(BIN)/cellguard at-risk
 	@echo "Data Docs:    file://$(CELLGUARD_HOME)/lake/reports/data_docs/index.html"
 	@echo "SQL:          $(BIN)/duckdb -readonly $(CELLGUARD_HOME)/catalog.duckdb \"select vin, as_of, probability, suspect_cell from predictions order by probability desc limit 10\""
+	@echo "Dashboard:    http://127.0.0.1:$(API_PORT)/   (sign in with the token below)"
 	@echo "API:          http://127.0.0.1:$(API_PORT)/docs   token: $$(cat $(CELLGUARD_HOME)/api-token)"
 	@echo "              curl -H \"Authorization: Bearer \$$(cat $(CELLGUARD_HOME)/api-token)\" http://127.0.0.1:$(API_PORT)/v1/model"
 	@echo "Model server: http://127.0.0.1:$(MODEL_PORT)/ping   (SageMaker container contract; make down stops both)"
@@ -79,7 +82,7 @@ down: stop-servers
 # Each was started with setsid, so its session holds every process it spawned (Airflow's task workers too):
 # ask them to stop, give them 20 s to finish what they are doing, then kill what is left.
 stop-servers:
-	@for name in airflow model-server api; do \
+	@for name in airflow model-server api superset; do \
 		pid_file=$(RUN_DIR)/$$name.pid; \
 		if [ -f $$pid_file ]; then \
 			sid=$$(cat $$pid_file); pkill -TERM -s $$sid 2>/dev/null && echo "stopping $$name" || true; \
@@ -89,14 +92,23 @@ stop-servers:
 		fi; \
 	done
 
-# Run one DAG through Airflow (`airflow dags test`), its log in $(CELLGUARD_HOME)/<dag>.log.
+# Run one DAG through Airflow (`airflow dags test`, params from DAG_CONF's JSON if given), its log in
+# $(CELLGUARD_HOME)/<dag>.log.
 dag-test: setup
 	@echo "== running $(DAG) through Airflow (airflow dags test), log: $(CELLGUARD_HOME)/$(DAG).log =="
-	@$(BIN)/airflow dags test $(DAG) > $(CELLGUARD_HOME)/$(DAG).log 2>&1 || (tail -60 $(CELLGUARD_HOME)/$(DAG).log; exit 1)
+	@$(BIN)/airflow dags test $(DAG) $(if $(DAG_CONF),--conf '$(DAG_CONF)') > $(CELLGUARD_HOME)/$(DAG).log 2>&1 || (tail -60 $(CELLGUARD_HOME)/$(DAG).log; exit 1)
 	@grep -E "Marking run|state=" $(CELLGUARD_HOME)/$(DAG).log | tail -2 || true
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest -q
+
+# The dashboard's browser test drives Debian's Chromium through playwright (never `playwright install`).
+chromium:
+	@command -v chromium > /dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "installing Chromium for the dashboard's browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation; \
+	  else echo "Chromium is missing: sudo apt-get install chromium (the dashboard's browser test fails without it)"; fi; }
 
 lint: setup
 	$(BIN)/ruff check .
@@ -108,6 +120,16 @@ bench: setup
 
 lock:
 	$(BIN)/uv pip compile --python-version 3.11 requirements.in -o requirements.txt
+	$(BIN)/uv pip compile --python-version 3.11 superset/requirements.in -o superset/requirements.txt
 
 clean: stop-servers
 	rm -rf var .pytest_cache
+
+# Superset on 127.0.0.1, port CELLGUARD_SUPERSET_PORT (8088), in its own virtualenv (.venv-superset: its pins clash with
+# Airflow's), reading the catalog read-only, with superset/bundle imported; state in $(CELLGUARD_HOME)/superset,
+# pid and log in $(RUN_DIR). `make superset-down` stops it.
+superset: setup
+	@$(BIN)/python superset/launch.py start
+
+superset-down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python superset/launch.py stop; fi

@@ -28,6 +28,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_ALERT_WEBHOOK": ("", "Webhook (`https://…`, Slack-compatible JSON `{\"text\": …}`) that each new alarm episode and each failed `bms_batch_inference` run is posted to; unset: alerts go to the event store's `alerts` table only. Treat it as a secret (Slack's URL holds a token): it is never logged."),
     "CELLGUARD_API_TOKEN": ("", "Bearer token every prediction API route but `/healthz` requires (16+ characters of `A–Z a–z 0–9 . _ ~ + / = -`). Unset: `cellguard serve-api` generates one at each start, prints it and writes it to `$CELLGUARD_HOME/api-token` (mode 600)."),
     "CELLGUARD_API_PORT": ("8000", "Port of `cellguard serve-api`, the prediction API."),
+    "CELLGUARD_SUPERSET_PORT": ("8088", "Port of Superset (`make superset`), on 127.0.0.1."),
     "CELLGUARD_API_ACCESS_LOG": ("0", "`1` logs one line per prediction API request (uvicorn's access log). Off by default: under load, writing it costs the API more than scoring a request; errors are logged either way."),
     "CELLGUARD_API_MAX_ITEMS": ("500", "Most items one `POST /v1/predictions` list may hold (the body is also limited to 1 MB)."),
     "CELLGUARD_AWS_REGION": ("", "AWS region of every AWS resource; unset: the standard AWS chain's (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile). Credentials never come from CellGuard settings: inside Airflow tasks from the `aws_default` connection, elsewhere (and when that connection is missing) from the standard AWS chain."),
@@ -78,6 +79,7 @@ class Settings:
     api_port: int
     api_max_items: int
     api_access_log: bool
+    superset_port: int
     aws_region: str | None
     aws_endpoint_url: str | None
     glue_database: str
@@ -256,6 +258,7 @@ def load_settings() -> Settings:
         api_port=_port("CELLGUARD_API_PORT"),
         api_max_items=_api_max_items(),
         api_access_log=_env("CELLGUARD_API_ACCESS_LOG") not in ("0", "false", "no"),
+        superset_port=_port("CELLGUARD_SUPERSET_PORT"),
         aws_region=_aws_region(),
         aws_endpoint_url=aws_endpoint_url,
         glue_database=_glue_database(),
