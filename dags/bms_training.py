@@ -7,6 +7,11 @@ beside the reference recipe on the same split, write the report and register the
 The challenger replaces the feature set's champion only if its average precision on the same test window is not
 lower by more than CELLGUARD_PROMOTION_AP_MARGIN; the decision and both figures are recorded with the version.
 
+With CELLGUARD_BACKEND=aws the same train.py runs as a SageMaker training job (script mode, XGBoost framework
+container) named from this run's id, so a retried task finds its job instead of starting another; a promoted
+champion is then deployed to the feature set's SageMaker endpoint (a Model and an EndpointConfig per version,
+then CreateEndpoint or UpdateEndpoint). Locally the model server picks a new champion up by itself.
+
 Logic lives in `pipelines.training`; this file only wires it.
 """
 
@@ -45,15 +50,25 @@ def bms_training():
         return list(params["feature_sets"])
 
     @task(max_active_tis_per_dagrun=1)  # two trainings at once would only fight over the cores
-    def train(feature_set: str, params=None) -> dict:
+    def train(feature_set: str, params=None, run_id=None) -> dict:
         from pipelines.training.pipeline import request_from_params, train_and_register
+        from pipelines.training.sagemaker_training import backend_trainer
 
-        result = train_and_register(request_from_params(feature_set, params), progress=print)
+        result = train_and_register(request_from_params(feature_set, params), progress=print,
+                                    trainer=backend_trainer(run_id, progress=print))  # None locally: in this process
         print(result.headline())
         return {"version": result.version, "champion": result.champion, "promoted": result.decision["promoted"],
                 "report": result.report_url}
 
-    train.expand(feature_set=feature_sets())
+    @task(max_active_tis_per_dagrun=1)  # one endpoint update at a time
+    def deploy(trained: dict, run_id=None) -> dict:
+        from pipelines.serving.sagemaker_deploy import deploy_if_promoted
+
+        deployment = deploy_if_promoted(trained, run_id)
+        print(deployment)
+        return deployment
+
+    deploy.expand(trained=train.expand(feature_set=feature_sets()))
 
 
 bms_training()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -28,6 +29,11 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_ALERT_WEBHOOK": ("", "Webhook (`https://…`, Slack-compatible JSON `{\"text\": …}`) that each new alarm episode and each failed `bms_batch_inference` run is posted to; unset: alerts go to the event store's `alerts` table only. Treat it as a secret (Slack's URL holds a token): it is never logged."),
     "CELLGUARD_API_TOKEN": ("", "Bearer token every prediction API route but `/healthz` requires (16+ characters of `A–Z a–z 0–9 . _ ~ + / = -`). Unset: `cellguard serve-api` generates one at each start, prints it and writes it to `$CELLGUARD_HOME/api-token` (mode 600)."),
     "CELLGUARD_API_PORT": ("8000", "Port of `cellguard serve-api`, the prediction API."),
+    "CELLGUARD_SAGEMAKER_ROLE_ARN": ("", "IAM role SageMaker training jobs, models and transform jobs run as (`arn:aws:iam::<account>:role/<name>`); required when `CELLGUARD_BACKEND=aws` trains or deploys."),
+    "CELLGUARD_SAGEMAKER_TRAINING_INSTANCE_TYPE": ("ml.m5.xlarge", "Instance type of SageMaker training jobs."),
+    "CELLGUARD_SAGEMAKER_ENDPOINT_INSTANCE_TYPE": ("ml.m5.large", "Instance type of the SageMaker endpoint serving each champion."),
+    "CELLGUARD_SAGEMAKER_TRANSFORM_INSTANCE_TYPE": ("ml.m5.xlarge", "Instance type of SageMaker Batch Transform jobs."),
+    "CELLGUARD_SAGEMAKER_POLL_SECONDS": ("30", "How often a DAG task checks a SageMaker job or endpoint it waits for (at most 600)."),
     "CELLGUARD_SUPERSET_PORT": ("8088", "Port of Superset (`make superset`), on 127.0.0.1."),
     "CELLGUARD_API_ACCESS_LOG": ("0", "`1` logs one line per prediction API request (uvicorn's access log). Off by default: under load, writing it costs the API more than scoring a request; errors are logged either way."),
     "CELLGUARD_API_MAX_ITEMS": ("500", "Most items one `POST /v1/predictions` list may hold (the body is also limited to 1 MB)."),
@@ -80,6 +86,11 @@ class Settings:
     api_max_items: int
     api_access_log: bool
     superset_port: int
+    sagemaker_role_arn: str | None
+    sagemaker_training_instance_type: str
+    sagemaker_endpoint_instance_type: str
+    sagemaker_transform_instance_type: str
+    sagemaker_poll_seconds: float
     aws_region: str | None
     aws_endpoint_url: str | None
     glue_database: str
@@ -226,6 +237,35 @@ def _dynamodb_table_prefix() -> str:
     return prefix
 
 
+def _sagemaker_role_arn() -> str | None:
+    """CELLGUARD_SAGEMAKER_ROLE_ARN: an IAM role ARN, or None when unset."""
+    role = os.environ.get("CELLGUARD_SAGEMAKER_ROLE_ARN", "").strip()
+    if role and not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", role):
+        raise ValueError(f"CELLGUARD_SAGEMAKER_ROLE_ARN must be the ARN of the IAM role SageMaker jobs and models "
+                         f"run as, such as arn:aws:iam::123456789012:role/cellguard-sagemaker, not {role!r}")
+    return role or None
+
+
+def _instance_type(name: str) -> str:
+    """A CELLGUARD_SAGEMAKER_*_INSTANCE_TYPE setting: ml.<family>.<size>."""
+    value = _env(name)
+    if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", value):
+        raise ValueError(f"{name} must be a SageMaker instance type such as ml.m5.xlarge, not {value!r}")
+    return value
+
+
+def _sagemaker_poll_seconds() -> float:
+    """CELLGUARD_SAGEMAKER_POLL_SECONDS: seconds in (0, 600]."""
+    text = _env("CELLGUARD_SAGEMAKER_POLL_SECONDS")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= 600:  # also refuses NaN
+        raise ValueError(f"CELLGUARD_SAGEMAKER_POLL_SECONDS must be a number of seconds in (0, 600], not {text!r}")
+    return seconds
+
+
 def load_settings() -> Settings:
     """Read the environment now (not at import), so tests and tasks see current values."""
     home = Path(_env("CELLGUARD_HOME")).expanduser().resolve()
@@ -259,6 +299,11 @@ def load_settings() -> Settings:
         api_max_items=_api_max_items(),
         api_access_log=_env("CELLGUARD_API_ACCESS_LOG") not in ("0", "false", "no"),
         superset_port=_port("CELLGUARD_SUPERSET_PORT"),
+        sagemaker_role_arn=_sagemaker_role_arn(),
+        sagemaker_training_instance_type=_instance_type("CELLGUARD_SAGEMAKER_TRAINING_INSTANCE_TYPE"),
+        sagemaker_endpoint_instance_type=_instance_type("CELLGUARD_SAGEMAKER_ENDPOINT_INSTANCE_TYPE"),
+        sagemaker_transform_instance_type=_instance_type("CELLGUARD_SAGEMAKER_TRANSFORM_INSTANCE_TYPE"),
+        sagemaker_poll_seconds=_sagemaker_poll_seconds(),
         aws_region=_aws_region(),
         aws_endpoint_url=aws_endpoint_url,
         glue_database=_glue_database(),

@@ -148,9 +148,15 @@ def _importance(model: Model) -> dict[str, float]:
     return {names[int(key[1:])]: float(value) for key, value in gains.items() if key[1:].isdigit()}
 
 
+Trainer = Callable[[pd.DataFrame, pd.DataFrame, TrainingRequest, Path], bytes]  # rows in, model.tar.gz bytes out
+
+
 def train_and_register(request: TrainingRequest | None = None, lake: Lake | None = None,
-                       progress: Callable[[str], None] | None = None, now: datetime | None = None) -> TrainingResult:
-    """Train a challenger on the lake's daily rows, evaluate it beside the reference recipe, register, gate."""
+                       progress: Callable[[str], None] | None = None, now: datetime | None = None,
+                       trainer: Trainer | None = None) -> TrainingResult:
+    """Train a challenger on the lake's daily rows, evaluate it beside the reference recipe, register, gate.
+
+    trainer: runs train.py on the split (default: in this process; `sagemaker_training` runs it as a job)."""
     from pipelines.training.report import ScoredModel, render_evaluation_report
 
     request = request or TrainingRequest()
@@ -181,7 +187,7 @@ def train_and_register(request: TrainingRequest | None = None, lake: Lake | None
         workdir = Path(tmp)
         say(f"training {request.feature_set} on {len(split.train):,} windows "
             f"({int(split.train['label'].sum()):,} positive) with train.py")
-        archive = _train_with_entry_point(split.train, split.validation, request, workdir)
+        archive = (trainer or _train_with_entry_point)(split.train, split.validation, request, workdir)
         challenger = _load(archive, workdir)
         validation = _score(challenger, split.validation)
         test = _score(challenger, split.test)
