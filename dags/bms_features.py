@@ -6,7 +6,8 @@ the dates the triggering ingest runs touched, plus the following six dates whose
 them, refreshes the catalog, and announces asset **daily** with the recomputed dates in the event's extra.
 
 Run it by hand with `dates` (a list of `YYYY-MM-DD`) to recompute those; with no dates and no triggering event
-it catches up on every date that has frames but no daily rows. Logic lives in `pipelines.features`.
+it catches up on every date that has frames but no daily rows. The queries run on DuckDB, or on Athena when
+`CELLGUARD_BACKEND=aws`. Logic lives in `pipelines.features`.
 """
 
 from __future__ import annotations
@@ -38,9 +39,16 @@ def bms_features():
 
     @task(outlets=[DAILY])
     def compute_daily(dates: list[str] | None, *, outlet_events=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipelines.features.athena_runner import AthenaOutputMissing
         from pipelines.features.pipeline import compute_daily
 
-        summary = compute_daily(dates)
+        try:
+            # The run id names Athena's temporary table and staging prefix, so a retry reuses (and first clears) them.
+            summary = compute_daily(dates, run_id=get_current_context()["run_id"])
+        except AthenaOutputMissing as error:  # the catalog cannot see the frames: a retry would get the same answer
+            raise AirflowFailException(str(error)) from error
         outlet_events[DAILY].extra = {"dates": summary.computed, "daily_rows": summary.daily_rows}
         return summary.to_dict()
 

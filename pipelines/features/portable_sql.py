@@ -178,7 +178,7 @@ def _function_name(node: exp.Func) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def _non_trino_functions(trino_sql: str) -> list[Problem]:
+def trino_problems(trino_sql: str) -> list[Problem]:
     """Functions in the Trino text that Trino does not have (per TRINO_FUNCTIONS), and leftover DuckDB syntax."""
     tree = sqlglot.parse_one(trino_sql, read="trino")
     problems = []
@@ -210,7 +210,7 @@ def to_trino(sql: str, source: str = "<sql>") -> str:
         problems.append(Problem(None, f"sqlglot cannot write it for Trino: {error}"))
     if trino_sql:
         try:
-            problems += _non_trino_functions(trino_sql)
+            problems += trino_problems(trino_sql)
         except SqlglotError as error:
             problems.append(Problem(None, f"the Trino text does not parse as Trino: {error}"))
     unique = list(dict.fromkeys(str(p) for p in problems))

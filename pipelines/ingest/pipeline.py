@@ -137,19 +137,26 @@ def _write_outcome(lake: Lake, outcome: ObjectOutcome, previous: ManifestEntry |
 def _validate_chunk(lake: Lake, outcomes: list[ObjectOutcome], run_id: str, earliest: datetime, latest: datetime,
                     settings: Settings) -> str | None:
     """Great Expectations over the chunk's accepted frames; Data Docs go to the lake's reports/ zone."""
+    from pipelines.ingest.data_docs_mirror import mirrored_site, site_url
     from pipelines.quality.runner import validate_frames
 
     tables = [o.frames for o in outcomes if o.frames is not None]
     if not tables:
         return None
     metrics = pa.concat_tables([o.metrics for o in outcomes if o.frames is not None])
-    docs_dir = None
-    if settings.data_docs and lake.is_local:
-        docs_dir = Path(lake.path(DATA_DOCS_PREFIX))
-    report = validate_frames(pa.concat_tables(tables), f"ingest {run_id}", docs_dir, earliest, latest, metrics=metrics)
+    frames = pa.concat_tables(tables)
+    if settings.data_docs and not lake.is_local:
+        # GE's site builder writes files: on S3 it works in a local mirror of the site, published when it is done.
+        with mirrored_site(lake, DATA_DOCS_PREFIX, settings) as docs_dir:
+            report = validate_frames(frames, f"ingest {run_id}", docs_dir, earliest, latest, metrics=metrics)
+        docs = site_url(lake, DATA_DOCS_PREFIX)
+    else:
+        docs_dir = Path(lake.path(DATA_DOCS_PREFIX)) if settings.data_docs else None
+        report = validate_frames(frames, f"ingest {run_id}", docs_dir, earliest, latest, metrics=metrics)
+        docs = str(report.docs_index) if report.docs_index else None
     if not report.success:
         raise ContractViolation(f"Great Expectations rejected frames the row rules accepted (nothing written): {report.failures}")
-    return str(report.docs_index) if report.docs_index else None
+    return docs
 
 
 def ingest_pending(lake: Lake | None = None, settings: Settings | None = None, keys: list[str] | None = None,

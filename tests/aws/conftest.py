@@ -12,6 +12,7 @@ artifacts: tests of those prove request shapes, naming, idempotency and retries,
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,6 +50,14 @@ def aws_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
         patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
         yield
+
+
+@pytest.fixture(autouse=True)
+def outside_airflow_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts outside any Airflow task: dag.test() leaves AIRFLOW_CTX_* exported in this process, which
+    would make pipelines/storage/aws.py look for the aws_default connection."""
+    for name in [name for name in os.environ if name.startswith("AIRFLOW_CTX_")]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
