@@ -41,25 +41,19 @@ from pipelines.features.portable_sql import to_trino
 from pipelines.features.sql_files import input_relations, load_sql
 from pipelines.schema import CELL_DAILY_SCHEMA, DAILY_SCHEMA
 from pipelines.storage import daily_zone
+from pipelines.storage.athena import run_statement
 from pipelines.storage.aws import aws_client, aws_session, resource_name
 from pipelines.storage.lake import Lake
 
 PARTITION_KEY = "dt"
 STAGING_PREFIX = "_athena/features"  # below the lake root; removed after each chunk
 TEMP_TABLE_PREFIX = "cellguard_tmp_cell_daily"
-FIRST_POLL_SECONDS = 0.5
-MAX_POLL_SECONDS = 10.0
-FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 # The contract's Arrow types as SQL types both engines name alike.
 SQL_TYPES = {pa.string(): "varchar", pa.int32(): "integer", pa.int64(): "bigint", pa.float64(): "double",
              pa.bool_(): "boolean", pa.date32(): "date"}
 _STAGED_OBJECT = re.compile(r"(?:^|/)dt=(?P<dt>\d{4}-\d{2}-\d{2})/[^/]+$")
 
 log = logging.getLogger(__name__)
-
-
-class AthenaQueryFailed(RuntimeError):
-    """Athena ended a statement FAILED or CANCELLED; the message holds its query id and StateChangeReason."""
 
 
 class AthenaOutputMissing(RuntimeError):
@@ -205,48 +199,6 @@ def plan_chunk(database: str, lake: Lake, run_id: str, days: Iterable[date]) -> 
 
 
 # ---------------------------------------------------------------------------------------------- running statements
-
-
-def failure_message(execution: Mapping[str, Any]) -> str:
-    """What went wrong with one finished execution (get_query_execution's QueryExecution), for a person to act on."""
-    status = execution.get("Status", {})
-    reason = status.get("StateChangeReason") or status.get("AthenaError", {}).get("ErrorMessage") or "no reason given"
-    first_line = (execution.get("Query") or "").strip().splitlines()[:1]
-    return (f"Athena query {execution.get('QueryExecutionId')} ended {status.get('State')} "
-            f"({first_line[0] if first_line else 'no statement'!r}): {reason}")
-
-
-def run_statement(statement: str, settings: Settings, athena: Any, *, sleep: Callable[[float], None] = time.sleep,
-                  first_poll: float = FIRST_POLL_SECONDS, max_poll: float = MAX_POLL_SECONDS) -> dict[str, Any]:
-    """Submit one statement in the configured database and workgroup and wait for it; its final QueryExecution.
-
-    The state is polled with exponential backoff (first_poll, doubling up to max_poll). FAILED or CANCELLED raise
-    AthenaQueryFailed with Athena's StateChangeReason. Throttled or failed requests are retried by the client
-    (botocore's standard mode), and botocore fills in StartQueryExecution's ClientRequestToken, so a request it
-    retries does not start the query twice."""
-    if not settings.athena_output:
-        raise ValueError("Athena needs a result location: set CELLGUARD_ATHENA_OUTPUT to s3://bucket/prefix/, "
-                         "or CELLGUARD_LAKE_URI to an s3:// lake")
-    query_id = athena.start_query_execution(
-        QueryString=statement,
-        QueryExecutionContext={"Database": settings.glue_database},
-        ResultConfiguration={"OutputLocation": settings.athena_output},
-        WorkGroup=settings.athena_workgroup,
-    )["QueryExecutionId"]
-    log.info("Athena query %s submitted: %s", query_id, statement.splitlines()[0])
-    delay = first_poll
-    while True:
-        execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
-        state = execution["Status"]["State"]
-        if state in FINAL_STATES:
-            break
-        sleep(delay)
-        delay = min(delay * 2, max_poll)
-    if state != "SUCCEEDED":
-        raise AthenaQueryFailed(failure_message(execution))
-    scanned = execution.get("Statistics", {}).get("DataScannedInBytes")
-    log.info("Athena query %s succeeded (%s bytes scanned)", query_id, scanned)
-    return execution
 
 
 # ---------------------------------------------------------------------------------------------- staged results

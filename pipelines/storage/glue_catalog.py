@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
@@ -41,6 +41,7 @@ from pipelines.schema import (
     PREDICTION_SCHEMA,
     QUARANTINE_SCHEMA,
 )
+from pipelines.storage.athena import run_statement
 from pipelines.storage.aws import aws_client, aws_session, point_awswrangler_at
 
 PARTITION_KEY = "dt"
@@ -265,15 +266,8 @@ def stored_view_query(glue_table: dict[str, Any] | None) -> str | None:
 
 def _submit_ddl(statement: str, database: str, settings: Settings, session: Any) -> str:
     """Run one DDL statement on Athena and wait for it; returns the query execution id."""
-    import awswrangler as wr
-
-    execution = wr.athena.start_query_execution(sql=statement, database=database, s3_output=settings.athena_output,
-                                                workgroup=settings.athena_workgroup, boto3_session=session, wait=True)
-    state = execution["Status"]["State"]
-    if state != "SUCCEEDED":
-        reason = execution["Status"].get("StateChangeReason", "no reason given")
-        raise RuntimeError(f"Athena {state.lower()} on {statement.splitlines()[0]!r}: {reason}")
-    return execution["QueryExecutionId"]
+    return run_statement(statement, replace(settings, glue_database=database),
+                         aws_client("athena", settings, session))["QueryExecutionId"]
 
 
 # ---------------------------------------------------------------------------------------------- refresh

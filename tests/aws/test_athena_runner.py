@@ -33,19 +33,17 @@ from pipelines.features.athena_runner import (
     STAGING_PREFIX,
     AthenaDailyFeatures,
     AthenaOutputMissing,
-    AthenaQueryFailed,
     bind_relations,
     chunk_queries,
-    failure_message,
     plan_chunk,
     run_name,
-    run_statement,
 )
 from pipelines.features.daily import build_daily, with_partition_date
 from pipelines.features.pipeline import compute_daily
 from pipelines.features.portable_sql import trino_problems
 from pipelines.schema import CELL_DAILY_SCHEMA, DAILY_SCHEMA, FRAME_PARQUET_OPTIONS
 from pipelines.storage import daily_zone
+from pipelines.storage.athena import AthenaQueryFailed, failure_message, run_statement
 from pipelines.storage.aws import aws_client as settings_client
 from pipelines.storage.lake import Lake
 
