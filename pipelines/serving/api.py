@@ -77,7 +77,13 @@ from pipelines.serving.api_schemas import (
     problem,
     read_items,
 )
-from pipelines.serving.api_scoring import LAKE_FEATURE_SET, REFERENCE_FEATURE_SET, Item
+from pipelines.serving.api_scoring import (
+    LAKE_FEATURE_SET,
+    REFERENCE_FEATURE_SET,
+    Item,
+    Probabilities,
+    in_process,
+)
 from pipelines.serving.daily_context import DailyContext
 from pipelines.serving.dashboard import dashboard_router
 from pipelines.serving.model_champions import ChampionModels, ChampionWatcher
@@ -142,7 +148,7 @@ def create_app(settings: Settings | None = None, lake: Lake | None = None,
         watcher = ChampionWatcher(champions, settings.model_poll_seconds)
         watcher.start()
         runtime.store, runtime.buffer = events, buffer
-        runtime.answerer = Answerer(context, champions, events, buffer)
+        runtime.answerer = Answerer(context, champions, events, buffer, _probabilities(settings))
         runtime.batcher = RequestBatcher(runtime.answerer.answer_together)
         try:
             yield
@@ -231,6 +237,15 @@ def create_app(settings: Settings | None = None, lake: Lake | None = None,
 
 
 # ---------------------------------------------------------------------------------------------- POST helpers
+
+
+def _probabilities(settings: Settings) -> Probabilities:
+    """Where scores come from: the champions in this process, or on the aws backend their SageMaker endpoints."""
+    if settings.backend == "aws":
+        from pipelines.serving.sagemaker_scoring import EndpointScorer
+
+        return EndpointScorer.from_settings(settings)
+    return in_process
 
 
 def _request_body_schema(max_items: int) -> dict:

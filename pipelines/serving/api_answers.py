@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from pipelines.serving.api_schemas import ApiError, problem
-from pipelines.serving.api_scoring import SOURCE, Item, score_items
+from pipelines.serving.api_scoring import SOURCE, Item, Probabilities, in_process, score_items
 from pipelines.serving.daily_context import DailyContext
 from pipelines.serving.model_champions import ChampionModels
 from pipelines.storage.event_store import PredictionEventStore
@@ -39,14 +39,15 @@ class Answerer:
     """Answers checked request items from the champions, the daily context and the event store."""
 
     def __init__(self, context: DailyContext, champions: ChampionModels, store: PredictionEventStore,
-                 buffer: PredictionBuffer):
+                 buffer: PredictionBuffer, probabilities: Probabilities = in_process):
         self.context, self.champions, self.store, self.buffer = context, champions, store, buffer
+        self.probabilities = probabilities
 
     def answer(self, items: Sequence[Item]) -> list[dict]:
         """Stored answers for request ids seen before, fresh ones (recorded, then buffered for the lake) for the rest."""
         stored = self.stored_answers([i for i in items if i.client_request_id])
         fresh = [i for i in items if i.key not in stored]
-        rows = score_items(fresh, self.context, self.champions)
+        rows = score_items(fresh, self.context, self.champions, probabilities=self.probabilities)
         if rows:
             try:
                 new = self.buffer.add(rows)

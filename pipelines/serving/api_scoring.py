@@ -9,7 +9,7 @@ contributions in one matrix.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -24,8 +24,17 @@ from pipelines.serving.inference import InvalidInput, predict_fn
 from pipelines.serving.model_champions import ChampionModels
 from pipelines.serving.model_loading import LoadedModel
 from pipelines.serving.reasons import feature_contributions, top_reasons
+from pipelines.serving.sagemaker_scoring import EndpointUnavailable
 
 SOURCE = "api"
+# (feature set, rows, the loaded champion) → probabilities: in this process (predict_fn) or, on the aws backend,
+# the champion's SageMaker endpoint (sagemaker_scoring.EndpointScorer). Reasons come from the loaded booster either way.
+Probabilities = Callable[[str, np.ndarray, object], np.ndarray]
+
+
+def in_process(feature_set: str, matrix: np.ndarray, model: object) -> np.ndarray:
+    """predict_fn on the champion this process loaded."""
+    return predict_fn(matrix, model)
 REFERENCE_FEATURE_SET = "signals6"  # answers requests that carry the reference's 84 values
 LAKE_FEATURE_SET = "full"  # answers requests without features, from the lake's daily rows
 
@@ -65,7 +74,7 @@ def _champion(champions: ChampionModels, feature_set: str) -> tuple[LoadedModel,
 
 
 def score_items(items: Sequence[Item], context: DailyContext, champions: ChampionModels,
-                now: datetime | None = None) -> list[dict]:
+                now: datetime | None = None, probabilities: Probabilities = in_process) -> list[dict]:
     """One prediction row (PREDICTION_SCHEMA, source "api") per item, in the items' order.
 
     ApiError: 404 for a lake item whose vehicle has no daily row in its 14 context days, 422 for reference
@@ -104,12 +113,14 @@ def score_items(items: Sequence[Item], context: DailyContext, champions: Champio
             picked = pa.concat_tables([windows[(items[n].vin, items[n].as_of)] for n in group])
             matrix = feature_matrix(picked, model.feature_names)
         try:
-            probabilities = predict_fn(matrix, model).astype(np.float64)
+            scores = probabilities(feature_set, matrix, model).astype(np.float64)
         except InvalidInput as error:
             raise ApiError(422, [problem([*items[group[0]].loc, "features"], str(error), "invalid_features")]) from None
+        except EndpointUnavailable as error:
+            raise ApiError(503, [problem(["model", feature_set], str(error), "model_unavailable")]) from None
         reasons = top_reasons(feature_contributions(model.booster, matrix, model.missing_as), matrix,
                               model.feature_names).to_pylist()
-        for n, probability, item_reasons in zip(group, probabilities, reasons, strict=True):
+        for n, probability, item_reasons in zip(group, scores, reasons, strict=True):
             item = items[n]
             answers[n] = {
                 "vin": item.vin, "as_of": item.as_of, "model_version": loaded.version, "feature_set": feature_set,

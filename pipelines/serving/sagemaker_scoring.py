@@ -105,3 +105,20 @@ def _scoring_error(error: Any, where: str) -> Exception:
     if code in ("ValidationError", "ValidationException"):
         return EndpointUnavailable(f"{where}: {message}")
     return error
+
+
+class EndpointScorer:
+    """The API's scoring on the aws backend: each feature set's rows go to its champion's endpoint (one runtime
+    client for the process; botocore's clients are thread-safe)."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> EndpointScorer:
+        return cls(aws_client("sagemaker-runtime", settings or load_settings()))
+
+    def __call__(self, feature_set: str, matrix: np.ndarray, model: object) -> np.ndarray:
+        from pipelines.serving.sagemaker_deploy import endpoint_name
+
+        return endpoint_probabilities(matrix, endpoint_name(feature_set), self.client)

@@ -210,6 +210,66 @@ def test_concurrent_requests_are_each_answered_as_if_alone(api) -> None:
         assert answer["request_id"] == response.headers["x-request-id"]
 
 
+def test_on_the_aws_backend_scores_come_from_the_champions_endpoints(trained, tmp_path) -> None:
+    """EndpointScorer with boto3's real sagemaker-runtime client, pointed at `cellguard serve-model` on loopback
+    (it answers InvokeEndpoint's path): the same probabilities as in process, through HTTP."""
+    import boto3
+
+    from pipelines.serving.api_answers import Answerer
+    from pipelines.serving.api_scoring import Item, score_items
+    from pipelines.serving.daily_context import DailyContext
+    from pipelines.serving.model_champions import ChampionModels
+    from pipelines.serving.model_server import create_app as create_model_server
+    from pipelines.serving.sagemaker_scoring import EndpointScorer
+
+    champions = ChampionModels(trained.lake, ["signals6", "full"])
+    champions.refresh()
+    vin = vins(trained.onsets, faulty=True)[3]
+    items = [Item(("body", 0), vin, AS_OF, tuple(reference_values(trained.lake, vin, AS_OF)), "aws-1", False),
+             Item(("body", 1), vin, AS_OF, None, "aws-1", False)]
+    context = DailyContext(trained.lake)
+    local = score_items(items, context, champions)
+    served = ChampionModels(trained.lake, ["signals6", "full"])
+    served.refresh()  # loaded before the first call (the server's own watcher loads them in the background)
+    with live_server(create_model_server(served)) as url:
+        runtime = boto3.client("sagemaker-runtime", endpoint_url=url, region_name="eu-west-1",
+                               aws_access_key_id="testing", aws_secret_access_key="testing")
+        remote = score_items(items, context, champions, probabilities=EndpointScorer(runtime))
+        store = EventStore(f"sqlite:///{tmp_path / 'events.sqlite'}")
+        with api_module.PredictionBuffer(trained.lake, store) as buffer:
+            answers = Answerer(context, champions, store, buffer, EndpointScorer(runtime)).answer(items)
+        store.close()
+    for ours, theirs, answer in zip(local, remote, answers, strict=True):
+        assert theirs["probability"] == pytest.approx(ours["probability"], rel=1e-6)  # float32 text on the wire
+        assert (theirs["feature_set"], theirs["model_version"], theirs["reasons"]) == (
+            ours["feature_set"], ours["model_version"], ours["reasons"])
+        assert answer["probability"] == theirs["probability"]
+
+
+def test_an_endpoint_that_is_not_in_service_is_a_503_naming_the_model(trained) -> None:
+    import boto3
+
+    from pipelines.serving.api_scoring import Item, score_items
+    from pipelines.serving.daily_context import DailyContext
+    from pipelines.serving.model_champions import ChampionModels
+    from pipelines.serving.model_server import create_app as create_model_server
+    from pipelines.serving.sagemaker_scoring import EndpointScorer
+
+    champions = ChampionModels(trained.lake, ["signals6"])
+    champions.refresh()
+    vin = vins(trained.onsets, faulty=True)[3]
+    item = Item(("body",), vin, AS_OF, tuple(reference_values(trained.lake, vin, AS_OF)), "aws-2", False)
+    served = ChampionModels(trained.lake, ["full"])  # no signals6 endpoint
+    served.refresh()
+    with live_server(create_model_server(served)) as url:
+        runtime = boto3.client("sagemaker-runtime", endpoint_url=url, region_name="eu-west-1",
+                               aws_access_key_id="testing", aws_secret_access_key="testing")
+        with pytest.raises(api_module.ApiError) as raised:
+            score_items([item], DailyContext(trained.lake), champions, probabilities=EndpointScorer(runtime))
+    assert raised.value.status == 503
+    assert raised.value.problems[0]["loc"] == ["model", "signals6"] and "cellguard-signals6" in raised.value.problems[0]["msg"]
+
+
 @pytest.mark.parametrize("body, status, loc, message", [
     ({"vin": SUSPECT_VIN, "date": "2026-03-01", "features": ",".join(["1.0"] * 83)}, 422, ["body", "features"],
      "holds 83 values; the signals6 model takes 84"),
