@@ -46,12 +46,11 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 DATA_VERSION = 2  # bump when the generated data or training changes, so cached data is rebuilt
 SEED = 11
@@ -704,24 +703,18 @@ def measure_api_parts(serving_lake: str, batch_lake: str | None, as_of: str, bat
 
 
 def measure_batch(lake_dir: str, as_of: list[str], feature_set: str) -> dict:
-    """score_dates as the DAG runs it (fresh SQLite event store), then its parts one by one on the same data."""
+    """score_dates as the DAG runs it (fresh SQLite event store), with the seconds of each stage of that same run;
+    then the same dates again (an idempotent re-run: nothing new) and one predict_fn call alone on the windows."""
     from datetime import timedelta as td
 
     from pipelines.features.window_signals import CONTEXT_DAYS
-    from pipelines.features.windows import inference_windows, select_feature_set
-    from pipelines.serving.batch_inference import (
-        feature_matrix,
-        input_fingerprints,
-        score_dates,
-        score_windows,
-    )
+    from pipelines.features.windows import daily_columns_for, inference_window_matrix
+    from pipelines.serving.batch_inference import STAGES, score_dates
     from pipelines.serving.inference import predict_fn
     from pipelines.serving.model_loading import load_registered
-    from pipelines.serving.reasons import feature_contributions, top_reasons
     from pipelines.storage import daily_zone
     from pipelines.storage.event_store import EventStore
     from pipelines.storage.lake import Lake
-    from pipelines.storage.predictions_zone import publish_batch
     from pipelines.training import registry
 
     lake = Lake(Path(lake_dir).as_uri())
@@ -732,42 +725,34 @@ def measure_batch(lake_dir: str, as_of: list[str], feature_set: str) -> dict:
         cpu, started = _cpu_seconds(), time.perf_counter()
         summary = score_dates(dates, lake, store, feature_set=feature_set)
         whole, whole_cpu = time.perf_counter() - started, _cpu_seconds() - cpu
-        print(f"  batch {feature_set}: {summary.rows:,} predictions in {whole:.2f} s; timing its parts …", flush=True)
-
-        parts: dict[str, float] = {}
-
-        def timed(name: str, function: Callable[[], object]) -> object:
-            started = time.perf_counter()
-            result = function()
-            parts[name] = time.perf_counter() - started
-            return result
-
-        champion = registry.champion(lake, feature_set)
-        loaded = timed("load the champion", lambda: load_registered(lake, champion.version))
-        model = loaded.model
-        daily = timed("read daily rows (read_daily)", lambda: daily_zone.read_daily(
-            lake, dates[0] - td(days=CONTEXT_DAYS), dates[-1] - td(days=1)))
-        windows = timed("build windows (inference_windows + select_feature_set)",
-                        lambda: select_feature_set(inference_windows(daily, dates), feature_set))
-        threshold = float(champion.card["threshold"])
-        now = datetime.now(UTC)
-        matrix = timed("feature_matrix", lambda: feature_matrix(windows, model.feature_names))
-        timed("predict_fn (one call)", lambda: predict_fn(matrix, model))
-        contributions = timed("feature_contributions (pred_contribs)",
-                              lambda: feature_contributions(model.booster, matrix, model.missing_as))
-        timed("top_reasons", lambda: top_reasons(contributions, matrix, model.feature_names))
-        timed("input_fingerprints (request ids)", lambda: input_fingerprints(matrix, windows["suspect_cell"]))
-        predictions = timed("score_windows (all of the vectorised scoring)",
-                            lambda: score_windows(windows, loaded, threshold, now))
-        other = EventStore(f"sqlite:///{tmp}/events-2.sqlite")
-        timed("publish: event store + predictions/ object (publish_batch, new store)",
-              lambda: [publish_batch(lake, other, day, loaded.version, predictions.filter(
-                  pc.equal(predictions["as_of"], pa.scalar(day, pa.date32())))) for day in dates])
+        stages = summary.stage_seconds
+        slowest = max(STAGES, key=lambda name: stages[name])
+        print(f"  batch {feature_set}: {summary.rows:,} windows in {whole:.2f} s = {summary.rows / whole:,.0f} windows/s "
+              f"end to end ({whole_cpu:.1f} s CPU); {summary.alarms:,} alarms, {summary.explained:,} with reasons; "
+              f"stages of this run:", flush=True)
+        for name, seconds in stages.items():
+            rate = f"{summary.rows / seconds:>12,.0f} windows/s" if seconds else " " * 22
+            print(f"  {seconds:8.3f} s  {rate}  {name}{'  ← bounds it' if name == slowest else ''}", flush=True)
+        started = time.perf_counter()
+        again = score_dates(dates, lake, store, feature_set=feature_set)
+        rerun = time.perf_counter() - started
+        print(f"  batch {feature_set}: re-run of the same dates in {rerun:.2f} s, {again.new_in_store} new rows "
+              f"(store {again.stage_seconds['store']:.2f} s)", flush=True)
         store.close()
-        other.close()
-    return {"feature_set": feature_set, "version": champion.version, "windows": windows.num_rows,
-            "rows": summary.rows, "alarms": summary.alarms, "whole": whole, "whole_cpu": whole_cpu,
-            "parts": parts, "peak_rss_mb": _peak_rss_mb()}
+
+    loaded = load_registered(lake, registry.champion(lake, feature_set).version)
+    daily = daily_zone.read_daily(lake, dates[0] - td(days=CONTEXT_DAYS), dates[-1] - td(days=1),
+                                  columns=daily_columns_for(loaded.model.feature_names))
+    rows32 = inference_window_matrix(daily, dates, loaded.model.feature_names).matrix(np.float32)
+    del daily
+    started = time.perf_counter()
+    predict_fn(rows32, loaded.model)
+    predict_alone = time.perf_counter() - started
+    parts = {"score_windows (all of the vectorised scoring)": stages["predict"] + stages["reasons"] + stages["rows"],
+             "predict_fn (one call)": predict_alone, "re-run of the same dates (idempotent: nothing new)": rerun}
+    return {"feature_set": feature_set, "version": loaded.version, "windows": summary.rows, "rows": summary.rows,
+            "alarms": summary.alarms, "explained": summary.explained, "whole": whole, "whole_cpu": whole_cpu,
+            "stages": stages, "slowest": slowest, "parts": parts, "peak_rss_mb": _peak_rss_mb()}
 
 
 # ---------------------------------------------------------------- one call per row vs one call

@@ -9,13 +9,26 @@ alone: re-score them by hand with explicit as_of dates if needed. An as_of date 
 daily row is skipped (nothing to score).
 
 Rows: `source="batch"`, the champion's version and card threshold (alarm when probability >= threshold), the
-window's `suspect_cell`, the top-3 reasons (`reasons.py`), and a deterministic
-`request_id = batch:<model_version>:<as_of>:<inputs>` where <inputs> is a hash of the row's feature values and
-suspect cell. Re-running the same dates with the same champion and the same daily rows gives the same keys:
-the event store adds nothing, each row keeps its first `created_at`, and the batch object
-`predictions/dt=<as_of>/batch-<model_version>.parquet` is replaced by the same bytes. If late data changed a
-vehicle's window, its new prediction is a new key (the store keeps both, `created_at` orders them) and the
-batch object holds the current one.
+window's `suspect_cell`, reasons, and a deterministic `request_id = batch:<model_version>:<as_of>:<inputs>` where
+<inputs> is a hash of the row's feature values and suspect cell. Re-running the same dates with the same champion
+and the same daily rows gives the same keys: the event store adds nothing, each row keeps its first `created_at`,
+and the batch object `predictions/dt=<as_of>/batch-<model_version>.parquet` is replaced by the same bytes. If late
+data changed a vehicle's window, its new prediction is a new key (the store keeps both, `created_at` orders them)
+and the batch object holds the current one.
+
+Reasons (a contract decision): a batch row carries reasons only if it alarms, and of each as_of date's alarms only
+the `explain_limit` most probable (default EXPLAINED_ALARMS_PER_DATE, ties to the earlier vin) get them; every
+other batch row has `reasons = null`. Reasons are exact TreeSHAP contributions (`reasons.py`, what the API answers
+with), ~0.2–0.3 ms per row on this machine's 2 cores: 20–40 s for every window of a 100k fleet, ~5× the rest of the
+run, and cost in proportion to the alarms would leave the run's time to the data (75–80 % of the benchmark fleet's
+windows alarm). XGBoost's approximate contributions (`approx_contribs`, ~20× cheaper) named another top feature
+than the exact ones for 55–57 % of alarm rows (benchmarks/serving.py's fleet), so they are not used. A row without
+reasons is explained on demand: the API computes them for any vehicle it is asked about.
+
+Windows are built with numpy (`windows.inference_window_matrix`: the same rows and values as
+sql/features/windows.sql, which stays the portable definition) from only the daily columns the model reads, and
+scored in one `predict_fn` call. `BatchSummary.stage_seconds` says where a run's time went (read daily, windows,
+predict, reasons, rows, store, lake, other).
 """
 
 from __future__ import annotations
@@ -23,7 +36,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -33,13 +47,13 @@ import pyarrow.compute as pc
 
 from pipelines.features.daily import as_dates
 from pipelines.features.window_signals import CONTEXT_DAYS
-from pipelines.features.windows import inference_windows, select_feature_set
+from pipelines.features.windows import WindowMatrix, daily_columns_for, inference_window_matrix
 from pipelines.schema import PREDICTION_SCHEMA
-from pipelines.serving.inference import predict_fn
+from pipelines.serving.inference import CellGuardModel, predict_fn
 from pipelines.serving.model_loading import LoadedModel, load_registered
 from pipelines.serving.reasons import feature_contributions, top_reasons
 from pipelines.storage import daily_zone
-from pipelines.storage.event_store import PredictionEventStore
+from pipelines.storage.event_store import PredictionEventStore, python_values
 from pipelines.storage.lake import Lake
 from pipelines.storage.predictions_zone import publish_batch
 from pipelines.training import registry
@@ -47,6 +61,8 @@ from pipelines.training import registry
 log = logging.getLogger(__name__)
 
 SOURCE = "batch"
+EXPLAINED_ALARMS_PER_DATE = 1_000  # alarm rows per as_of date that get reasons, the most probable first
+STAGES = ("read daily", "windows", "predict", "reasons", "rows", "store", "lake")
 
 
 @dataclass
@@ -62,9 +78,11 @@ class BatchSummary:
     rows: int = 0
     alarms: int = 0
     new_in_store: int = 0  # rows the event store did not hold yet (0 on an identical re-run)
+    explained: int = 0  # rows that carry reasons (see the module doc)
     keys: list[str] = field(default_factory=list)  # lake objects written
     message: str = ""
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # read daily, windows, predict, reasons, rows, …
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,40 +122,120 @@ def feature_matrix(windows: pa.Table, feature_names: Iterable[str]) -> np.ndarra
     return np.column_stack([pc.cast(windows[n], pa.float64()).to_numpy(zero_copy_only=False) for n in names])
 
 
+class StageClock:
+    """Seconds spent per named stage, added up over a run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - started)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def report(self, total: float) -> dict[str, float]:
+        """Seconds per stage in STAGES order (rounded), and `other`: the rest of `total` (champion, bookkeeping)."""
+        stages = {name: round(self.seconds.get(name, 0.0), 3) for name in STAGES}
+        return {**stages, "other": round(max(total - sum(self.seconds.values()), 0.0), 3)}
+
+
+class _TimedStore:
+    """An event store whose calls count as the `store` stage (so publishing splits into store and lake)."""
+
+    def __init__(self, store: PredictionEventStore, clock: StageClock):
+        self._store, self._clock = store, clock
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self._store, name)
+        if not callable(attribute):
+            return attribute
+
+        def timed(*args: object, **kwargs: object) -> object:
+            with self._clock.stage("store"):
+                return attribute(*args, **kwargs)
+        return timed
+
+
 def input_fingerprints(matrix: np.ndarray, suspect_cells: pa.ChunkedArray | pa.Array) -> list[str]:
     """12 hex characters per row identifying what the row was scored from (its float32 features and suspect cell)."""
-    rows = np.ascontiguousarray(np.where(np.isnan(matrix), np.nan, matrix).astype(np.float32))  # one NaN bit pattern
-    cells = np.asarray(pc.fill_null(pc.cast(suspect_cells, pa.int64()), -1).to_numpy(zero_copy_only=False), np.int64)
-    return [hashlib.blake2b(row.tobytes() + int(cell).to_bytes(8, "little", signed=True), digest_size=6).hexdigest()
-            for row, cell in zip(rows, cells, strict=True)]
+    rows = np.ascontiguousarray(matrix, dtype=np.float32)
+    nan = np.isnan(rows)
+    if (rows.view(np.uint32)[nan] != np.float32(np.nan).view(np.uint32)).any():  # hash every NaN as one bit pattern
+        rows = np.where(nan, np.float32(np.nan), rows)
+    cells = np.asarray(pc.fill_null(pc.cast(suspect_cells, pa.int64()), -1).to_numpy(zero_copy_only=False), "<i8")
+    features, width, cell_bytes = memoryview(rows.reshape(-1).view(np.uint8)), rows.shape[1] * 4, cells.tobytes()
+    fingerprints = []
+    for i in range(len(rows)):
+        digest = hashlib.blake2b(features[i * width:(i + 1) * width], digest_size=6)
+        digest.update(cell_bytes[i * 8:(i + 1) * 8])
+        fingerprints.append(digest.hexdigest())
+    return fingerprints
 
 
-def score_windows(windows: pa.Table, loaded: LoadedModel, threshold: float, now: datetime) -> pa.Table:
+def rows_to_explain(probabilities: np.ndarray, threshold: float, as_of: np.ndarray, limit: int) -> np.ndarray:
+    """Indices (ascending) of the rows that get reasons: per as_of date, its `limit` most probable alarms."""
+    alarms = np.flatnonzero(probabilities >= threshold)
+    ranked = alarms[np.lexsort((-probabilities[alarms], as_of[alarms]))]  # by date, most probable first (stable)
+    dates = as_of[ranked]
+    rank = np.arange(len(ranked)) - np.searchsorted(dates, dates, side="left")
+    return np.sort(ranked[rank < max(limit, 0)])
+
+
+def reasons_for(model: CellGuardModel, inputs: np.ndarray, values: np.ndarray, explain: np.ndarray,
+                rows: int) -> pa.ListArray:
+    """Reasons for `rows` rows: top reasons at the indices `explain` (their model inputs and float64 values given in
+    that order), null for every other row."""
+    picked = top_reasons(feature_contributions(model.booster, inputs, model.missing_as), values, model.feature_names)
+    counts = np.zeros(rows, np.int32)
+    counts[explain] = np.diff(picked.offsets.to_numpy())
+    unexplained = np.ones(rows, bool)
+    unexplained[explain] = False
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), picked.flatten(), mask=pa.array(unexplained))
+
+
+def score_windows(windows: WindowMatrix, loaded: LoadedModel, threshold: float, now: datetime,
+                  explain_limit: int = EXPLAINED_ALARMS_PER_DATE, clock: StageClock | None = None) -> pa.Table:
     """Prediction rows (PREDICTION_SCHEMA) for inference windows, every row scored in one call."""
+    clock = clock or StageClock()
     model = loaded.model
-    matrix = feature_matrix(windows, model.feature_names)
-    probabilities = predict_fn(matrix, model).astype(np.float64) if len(matrix) else np.zeros(0)
-    contributions = feature_contributions(model.booster, matrix, model.missing_as)
-    reasons = top_reasons(contributions, matrix, model.feature_names)
-    fingerprints = input_fingerprints(matrix, windows["suspect_cell"])
-    as_of = windows["as_of"].to_pylist()
-    request_ids = [f"{SOURCE}:{loaded.version}:{day.isoformat()}:{fp}" for day, fp in zip(as_of, fingerprints,
-                                                                                          strict=True)]
-    rows = windows.num_rows
-    return pa.Table.from_arrays([
-        pc.cast(windows["vin"], pa.string()),
-        pc.cast(windows["as_of"], pa.date32()),
-        pa.array([loaded.version] * rows, pa.string()),
-        pa.array([loaded.feature_set] * rows, pa.string()),
-        pa.array(probabilities, pa.float64()),
-        pa.array(probabilities >= threshold, pa.bool_()),
-        pa.array(np.full(rows, threshold), pa.float64()),
-        pc.cast(windows["suspect_cell"], pa.int32()),
-        reasons,
-        pa.array([SOURCE] * rows, pa.string()),
-        pa.array(request_ids, pa.string()),
-        pa.array([now] * rows, PREDICTION_SCHEMA.field("created_at").type),
-    ], schema=PREDICTION_SCHEMA)
+    if windows.columns != model.feature_names:
+        raise ValueError(f"the windows carry {len(windows.columns)} columns, not the model's {model.feature_count} "
+                         f"features in its order (build them with columns=model.feature_names)")
+    keys, rows = windows.keys, windows.keys.num_rows
+    with clock.stage("predict"):
+        rows32 = windows.matrix(np.float32)
+        probabilities = predict_fn(rows32, model).astype(np.float64) if rows else np.zeros(0)
+    with clock.stage("reasons"):
+        as_of_days = pc.cast(keys["as_of"], pa.int32()).to_numpy()
+        explain = rows_to_explain(probabilities, threshold, as_of_days, explain_limit)
+        reasons = reasons_for(model, rows32[explain], windows.matrix_rows(explain), explain, rows)
+    with clock.stage("rows"):
+        fingerprints = input_fingerprints(rows32, keys["suspect_cell"])
+        days, day_of_row = np.unique(as_of_days, return_inverse=True)  # no date object per row: 100k cost 0.4 s
+        prefixes = [f"{SOURCE}:{loaded.version}:{np.datetime64(int(day), 'D')}:" for day in days]
+        request_ids = [prefixes[day] + fp for day, fp in zip(day_of_row.tolist(), fingerprints, strict=True)]
+        created_at = PREDICTION_SCHEMA.field("created_at").type
+        return pa.Table.from_arrays([
+            keys["vin"],
+            keys["as_of"],
+            pa.repeat(pa.scalar(loaded.version, pa.string()), rows),
+            pa.repeat(pa.scalar(loaded.feature_set, pa.string()), rows),
+            pa.array(probabilities, pa.float64()),
+            pa.array(probabilities >= threshold, pa.bool_()),
+            pa.repeat(pa.scalar(threshold, pa.float64()), rows),
+            keys["suspect_cell"],
+            reasons,
+            pa.repeat(pa.scalar(SOURCE, pa.string()), rows),
+            pa.array(request_ids, pa.string()),
+            pa.repeat(pa.scalar(now, created_at), rows),
+        ], schema=PREDICTION_SCHEMA)
 
 
 def _keep_first_created_at(table: pa.Table, store: PredictionEventStore, as_of: date) -> tuple[pa.Table, int]:
@@ -145,20 +243,24 @@ def _keep_first_created_at(table: pa.Table, store: PredictionEventStore, as_of: 
     also returns how many rows are new to the store."""
     stored = {(r["vin"], r["model_version"], r["request_id"]): r["created_at"]
               for r in store.predictions_between(as_of, as_of) if r["source"] == SOURCE}
+    if not stored:
+        return table, table.num_rows
     keys = list(zip(table["vin"].to_pylist(), table["model_version"].to_pylist(), table["request_id"].to_pylist(),
                     strict=True))
     new = sum(1 for key in keys if key not in stored)
     if new == len(keys):
         return table, new
-    created = [stored.get(key, made) for key, made in zip(keys, table["created_at"].to_pylist(), strict=True)]
+    created = [stored.get(key, made) for key, made in zip(keys, python_values(table["created_at"]), strict=True)]
     index = table.column_names.index("created_at")
     return table.set_column(index, "created_at", pa.array(created, PREDICTION_SCHEMA.field("created_at").type)), new
 
 
 def score_dates(as_of_dates: Iterable[date | str], lake: Lake | None = None, store: PredictionEventStore | None = None,
-                feature_set: str = "full", now: datetime | None = None) -> BatchSummary:
+                feature_set: str = "full", now: datetime | None = None,
+                explain_limit: int = EXPLAINED_ALARMS_PER_DATE) -> BatchSummary:
     """Score every vehicle with daily rows in the 14 days before each as_of date and publish the predictions."""
     started = time.perf_counter()
+    clock = StageClock()
     dates = as_dates(as_of_dates)
     summary = BatchSummary(feature_set=feature_set, requested=[d.isoformat() for d in dates])
     lake = lake or Lake.from_settings()
@@ -175,31 +277,42 @@ def score_dates(as_of_dates: Iterable[date | str], lake: Lake | None = None, sto
         from pipelines.storage.event_store import EventStore
 
         store = EventStore.from_settings()
+    timed_store = _TimedStore(store, clock)
     now = now or datetime.now(UTC)
     loaded = load_registered(lake, champion.version)
     threshold = float(champion.card["threshold"])
     summary.model_version, summary.threshold = champion.version, threshold
 
-    daily = daily_zone.read_daily(lake, dates[0] - timedelta(days=CONTEXT_DAYS), dates[-1] - timedelta(days=1))
-    windows = select_feature_set(inference_windows(daily, dates), feature_set) if daily.num_rows else None
-    predictions = score_windows(windows, loaded, threshold, now) if windows is not None else None
+    with clock.stage("read daily"):
+        daily = daily_zone.read_daily(lake, dates[0] - timedelta(days=CONTEXT_DAYS), dates[-1] - timedelta(days=1),
+                                      columns=daily_columns_for(loaded.model.feature_names))
+    with clock.stage("windows"):
+        windows = inference_window_matrix(daily, dates, loaded.model.feature_names)
+        del daily
+    predictions = score_windows(windows, loaded, threshold, now, explain_limit, clock)
+    del windows
     for as_of in dates:
-        rows = (predictions.filter(pc.equal(predictions["as_of"], pa.scalar(as_of, pa.date32())))
-                if predictions is not None else PREDICTION_SCHEMA.empty_table())
+        with clock.stage("rows"):
+            rows = predictions.filter(pc.equal(predictions["as_of"], pa.scalar(as_of, pa.date32())))
         if rows.num_rows == 0:
             summary.skipped.append(as_of.isoformat())
             continue
-        rows, new = _keep_first_created_at(rows, store, as_of)
-        summary.keys.append(publish_batch(lake, store, as_of, loaded.version, rows))
+        rows, new = _keep_first_created_at(rows, timed_store, as_of)
+        store_seconds, publish_started = clock.seconds.get("store", 0.0), time.perf_counter()
+        summary.keys.append(publish_batch(lake, timed_store, as_of, loaded.version, rows))
+        clock.add("lake", time.perf_counter() - publish_started - (clock.seconds.get("store", 0.0) - store_seconds))
         summary.new_in_store += new
         summary.scored.append(as_of.isoformat())
         summary.rows += rows.num_rows
         summary.alarms += int(pc.sum(rows["alarm"].cast(pa.int64())).as_py() or 0)
+        summary.explained += rows.num_rows - rows["reasons"].null_count
     summary.seconds = round(time.perf_counter() - started, 3)
+    summary.stage_seconds = clock.report(summary.seconds)
     summary.message = (f"{loaded.version}: {summary.rows:,} predictions ({summary.alarms:,} alarms at threshold "
-                       f"{threshold:.3f}) for as_of {', '.join(summary.scored) or 'none'}"
+                       f"{threshold:.3f}, {summary.explained:,} with reasons) for as_of "
+                       f"{', '.join(summary.scored) or 'none'}"
                        + (f"; skipped {', '.join(summary.skipped)} (no daily rows in their 14 context days)"
                           if summary.skipped else ""))
-    log.info(summary.message)
+    log.info(summary.message + "; seconds per stage: "
+             + ", ".join(f"{name} {seconds:.3f}" for name, seconds in summary.stage_seconds.items()))
     return summary
-

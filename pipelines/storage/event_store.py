@@ -12,7 +12,9 @@ writes before it answers and that the batch DAG reads alarm episodes from. Two t
 `PredictionEventStore` is the interface (a DynamoDB store implements the same methods); `EventStore` is the
 SQL implementation with SQLAlchemy Core. One Engine per process and URL, short transactions, so API worker
 threads write at once: SQLite runs in WAL mode (readers never wait for the writer) and writers queue on
-the busy timeout instead of failing.
+the busy timeout instead of failing. On SQLite, recording and stamping many predictions (a batch run's 100k)
+skips Core's per-row work: the driver's executemany in chunks of WRITE_CHUNK_ROWS, one transaction, with the
+values Core would bind (100k rows: record 7.6 → 0.9 s, mark_flushed 4.4 → 0.7–1.2 s on this machine).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import (
@@ -127,7 +130,23 @@ def prediction_table(rows: list[dict] | pa.Table) -> pa.Table:
 
 def prediction_keys(table: pa.Table) -> list[PredictionKey]:
     """The unique keys of prediction rows, in row order."""
-    return [PredictionKey(*key) for key in zip(*(table[name].to_pylist() for name in PREDICTION_KEY), strict=True)]
+    return [PredictionKey(*key) for key in zip(*(python_values(table[name]) for name in PREDICTION_KEY), strict=True)]
+
+
+def python_values(column: pa.ChunkedArray | pa.Array, convert: Callable[[Any], Any] | None = None) -> list:
+    """A column as Python values, each passed through `convert` if given (None stays None).
+
+    Dates and timestamps become Python objects one distinct value at a time: a batch holds few distinct ones, and
+    making 100k datetime objects costs ~1 s."""
+    if not (convert or pa.types.is_date(column.type) or pa.types.is_timestamp(column.type)):
+        return column.to_pylist()
+    encoded = pc.dictionary_encode(column)
+    encoded = encoded.combine_chunks() if isinstance(encoded, pa.ChunkedArray) else encoded
+    if len(encoded) == 0:
+        return []
+    distinct = [convert(value) if convert else value for value in encoded.dictionary.to_pylist()]
+    lookup = np.array(distinct + [None], dtype=object)
+    return lookup[pc.fill_null(encoded.indices, len(distinct)).to_numpy()].tolist()
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -311,6 +330,13 @@ class EventStore:
         table = prediction_table(rows)
         if table.num_rows == 0:
             return 0
+        if self.engine.dialect.name == "sqlite":  # the driver's executemany: Core's per-row binding costs ~70 µs
+            new = 0
+            with self._transaction(write=True) as connection:
+                for start in range(0, table.num_rows, WRITE_CHUNK_ROWS):
+                    values = _driver_rows(table.slice(start, WRITE_CHUNK_ROWS), self.engine.dialect)
+                    new += connection.exec_driver_sql(_SQLITE_INSERT, values).rowcount
+            return new
         records = table.to_pylist()
         for record in records:
             record["reasons"] = None if record["reasons"] is None else json.dumps(record["reasons"])
@@ -328,6 +354,17 @@ class EventStore:
 
     def mark_flushed(self, keys: Iterable[PredictionKey], at: datetime) -> None:
         """Stamp predictions as written to the lake (a row already stamped keeps its first stamp)."""
+        if self.engine.dialect.name == "sqlite":
+            dialect, keys = self.engine.dialect, list(keys)
+            if not keys:
+                return
+            stamp, day = _bind(predictions.c.flushed_at, dialect), _bind(predictions.c.as_of, dialect)
+            flushed, days = stamp(at), {d: day(d) for d in {k[1] for k in keys}}
+            with self._transaction(write=True) as connection:
+                for start in range(0, len(keys), WRITE_CHUNK_ROWS):
+                    connection.exec_driver_sql(_SQLITE_MARK_FLUSHED, [(flushed, k[0], days[k[1]], k[2], k[3], k[4])
+                                                                      for k in keys[start:start + WRITE_CHUNK_ROWS]])
+            return
         params = [{"k_vin": k[0], "k_as_of": k[1], "k_model_version": k[2], "k_source": k[3], "k_request_id": k[4],
                    "k_at": at} for k in keys]
         if not params:
@@ -396,6 +433,32 @@ class EventStore:
                  .order_by(alerts.c.first_as_of, alerts.c.vin, alerts.c.feature_set))
         with self._transaction() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
+
+
+WRITE_CHUNK_ROWS = 20_000  # rows per executemany: bounds the Python values alive at once
+_SQLITE_INSERT = (f"INSERT INTO predictions ({', '.join(PREDICTION_SCHEMA.names)}) "
+                  f"VALUES ({', '.join('?' * len(PREDICTION_SCHEMA))}) ON CONFLICT DO NOTHING")
+_SQLITE_MARK_FLUSHED = ("UPDATE predictions SET flushed_at = ? WHERE vin = ? AND as_of = ? AND model_version = ? "
+                        "AND source = ? AND request_id = ? AND flushed_at IS NULL")
+
+
+def _bind(column: Column, dialect: Any) -> Callable[[Any], Any]:
+    """What SQLAlchemy does to a value of this column before the driver gets it (so raw rows match Core's)."""
+    return column.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+
+
+def _driver_rows(table: pa.Table, dialect: Any) -> list[tuple]:
+    """Contract rows as the driver's parameter tuples, built column by column (`reasons` as JSON text)."""
+    columns = []
+    for name in PREDICTION_SCHEMA.names:
+        if name == "reasons":
+            present = pc.is_valid(table[name]).to_numpy(zero_copy_only=False)
+            texts = iter([json.dumps(reasons) for reasons in table[name].filter(present).to_pylist()])
+            columns.append([next(texts) if given else None for given in present.tolist()])
+            continue
+        processor = predictions.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        columns.append(python_values(table[name], processor))
+    return list(zip(*columns, strict=True))
 
 
 def _prediction(row: Any) -> dict:

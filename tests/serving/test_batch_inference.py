@@ -11,12 +11,30 @@ import pyarrow as pa
 import pytest
 
 # pytest puts tests/ on sys.path (its folders are packages, it is not), so the training tests' builders are `training.`
+from features.builders import VIN_A, VIN_B, VIN_C, daily_row, daily_table
 from training.daily_builders import FIRST_DAY, write_synthetic_daily
 
-from pipelines.features.windows import inference_windows, select_feature_set
+from pipelines.features.window_signals import feature_columns
+from pipelines.features.windows import (
+    KEY_COLUMNS,
+    inference_window_matrix,
+    inference_windows,
+    select_feature_set,
+)
 from pipelines.schema import CELL_DAILY_SCHEMA, DAILY_SCHEMA, PREDICTION_SCHEMA
 from pipelines.serving.alerts import Notifier, raise_alerts
-from pipelines.serving.batch_inference import as_of_dates_for, latest_as_of, score_dates
+from pipelines.serving.batch_inference import (
+    EXPLAINED_ALARMS_PER_DATE,
+    STAGES,
+    as_of_dates_for,
+    feature_matrix,
+    input_fingerprints,
+    latest_as_of,
+    rows_to_explain,
+    score_dates,
+)
+from pipelines.serving.model_loading import load_registered
+from pipelines.serving.reasons import feature_contributions, top_reasons
 from pipelines.storage import daily_zone
 from pipelines.storage.event_store import EventStore
 from pipelines.storage.lake import Lake
@@ -93,12 +111,16 @@ def test_every_vehicle_is_scored_at_each_as_of_into_the_lake_and_the_store(lake,
     assert len({(r["vin"], r["request_id"]) for r in rows}) == len(rows)
     assert summary.alarms == sum(r["alarm"] for r in rows) > 0, "faulty synthetic vehicles alarm near the end"
     names = set(champion.card["feature_names"])
-    for r in rows:
-        contributions = [reason["contribution"] for reason in r["reasons"]]
-        assert len(r["reasons"]) <= 3 and contributions == sorted(contributions, reverse=True)
-        assert all(c > 0 for c in contributions) and {reason["feature"] for reason in r["reasons"]} <= names
     alarmed = [r for r in rows if r["alarm"]]
-    assert all(r["reasons"] for r in alarmed), "an alarm always has a feature pushing towards it"
+    assert len(alarmed) < EXPLAINED_ALARMS_PER_DATE and summary.explained == summary.alarms
+    for r in alarmed:
+        contributions = [reason["contribution"] for reason in r["reasons"]]
+        assert 1 <= len(r["reasons"]) <= 3 and contributions == sorted(contributions, reverse=True)
+        assert all(c > 0 for c in contributions) and {reason["feature"] for reason in r["reasons"]} <= names
+    assert all(r["reasons"] is None for r in rows if not r["alarm"]), "reasons explain alarms only"
+    assert all(r["reasons"] is None for r in store.predictions_between(AS_OF[0], AS_OF[-1]) if not r["alarm"])
+    assert set(summary.stage_seconds) == {*STAGES, "other"}
+    assert sum(summary.stage_seconds.values()) == pytest.approx(summary.seconds, abs=0.01)
 
 
 def test_probabilities_equal_train_predict_on_the_same_windows(lake, store) -> None:
@@ -118,6 +140,54 @@ def test_probabilities_equal_train_predict_on_the_same_windows(lake, store) -> N
     first_reason = got["reasons"].iloc[int(np.argmax(expected))][0]
     column = windows[first_reason["feature"]].iloc[int(np.argmax(expected))]
     assert first_reason["value"] == (None if np.isnan(column) else pytest.approx(column))
+
+
+def test_reasons_are_the_ones_the_api_computes_for_the_most_probable_alarms_of_each_date(lake, store) -> None:
+    summary = score_dates(AS_OF, lake=lake, store=store, now=NOW, explain_limit=2)
+    got = read_predictions(lake).to_pylist()
+    champion = registry.champion(lake, "full")
+    model = load_registered(lake, champion.version).model
+    windows = select_feature_set(inference_windows(daily_zone.read_daily(lake), AS_OF), "full")  # the SQL's
+    matrix = feature_matrix(windows, model.feature_names)
+    expected = top_reasons(feature_contributions(model.booster, matrix, model.missing_as), matrix,
+                           model.feature_names).to_pylist()
+    by_key = {(vin, day): n for n, (vin, day) in enumerate(zip(windows["vin"].to_pylist(),
+                                                              windows["as_of"].to_pylist(), strict=True))}
+    explained = 0
+    for day in AS_OF:
+        alarms = sorted((r for r in got if r["as_of"] == day and r["alarm"]), key=lambda r: -r["probability"])
+        assert len(alarms) > 2, "the test needs more alarms on each date than the limit"
+        for rank, r in enumerate(alarms):
+            if rank < 2:
+                assert r["reasons"] == expected[by_key[(r["vin"], day)]] and r["reasons"]
+                explained += 1
+            else:
+                assert r["reasons"] is None, (rank, r["probability"])
+    assert summary.explained == explained == 2 * len(AS_OF)
+
+
+def test_rows_to_explain_takes_each_dates_most_probable_alarms_ties_by_row_order() -> None:
+    probabilities = np.array([0.9, 0.2, 0.7, 0.7, 0.95, 0.6, 0.8])
+    as_of = np.array([1, 1, 1, 1, 2, 2, 2])
+    assert rows_to_explain(probabilities, 0.5, as_of, 2).tolist() == [0, 2, 4, 6]  # 3 ties 2 and loses
+    assert rows_to_explain(probabilities, 0.5, as_of, 10).tolist() == [0, 2, 3, 4, 5, 6]
+    assert rows_to_explain(probabilities, 0.99, as_of, 10).tolist() == []
+    assert rows_to_explain(probabilities, 0.5, as_of, 0).tolist() == []
+
+
+def test_request_ids_hash_the_float32_features_and_suspect_cell_as_earlier_runs_did() -> None:
+    import hashlib
+
+    other_nan = np.array([0x7FF8400000000000], np.uint64).view(np.float64)[0]  # a NaN whose float32 bits differ
+    matrix = np.array([[1.5, np.nan, -0.0], [1.5, other_nan, -0.0], [1.5, np.nan, 0.0], [3.0, 2.0, 1.0]])
+    cells = pa.array([7, 7, 7, None], pa.int32())
+    # The definition earlier runs stored their request ids with: keys stay the same across this change.
+    earlier = [hashlib.blake2b(np.where(np.isnan(row), np.nan, row).astype(np.float32).tobytes()
+                               + (-1 if cell is None else cell).to_bytes(8, "little", signed=True),
+                               digest_size=6).hexdigest() for row, cell in zip(matrix, cells.to_pylist(), strict=True)]
+    assert input_fingerprints(matrix, cells) == earlier
+    assert input_fingerprints(matrix.astype(np.float32), cells) == earlier
+    assert earlier[0] == earlier[1] and len(set(earlier)) == 3  # any NaN is one value; -0.0 and 0.0 differ in bits
 
 
 def test_re_running_the_same_dates_changes_no_object_and_adds_nothing_to_the_store(lake, store) -> None:
@@ -157,6 +227,8 @@ def test_as_of_is_the_day_after_each_touched_date_and_dates_without_context_are_
     summary = score_dates([FIRST_DAY, LAST_DAY + timedelta(days=1), beyond], lake=lake, store=store, now=NOW)
     assert summary.scored == [(LAST_DAY + timedelta(days=1)).isoformat()]
     assert summary.skipped == [FIRST_DAY.isoformat(), beyond.isoformat()]
+    nothing = score_dates([beyond], lake=lake, store=store, now=NOW)  # no daily row in the range read at all
+    assert (nothing.scored, nothing.skipped, nothing.rows, nothing.keys) == ([], [beyond.isoformat()], 0, [])
     assert summary.rows == VEHICLES and "skipped" in summary.message
 
 
@@ -184,3 +256,60 @@ def test_scored_alarms_become_one_episode_per_vehicle_over_consecutive_days(lake
     got = [(a["vin"], a["first_as_of"]) for a in store.alerts_between(dates[0], dates[-1])]
     assert sorted(got) == sorted(expected) and got
     assert any(sum(flag for _, flag in h) >= 3 for h in alarmed.values()), "some vehicle alarms 3+ days running"
+
+
+# ------------------------------------------------------------------ the numpy windows the batch scores are the SQL's
+
+
+HAND_BUILT = daily_table([
+    daily_row(VIN_A, "2026-01-31", total_voltage=300.0),  # before every context
+    daily_row(VIN_A, "2026-02-01", total_voltage=301.0, suspect_cell=2, cell_range_p95_mv=40.0),
+    daily_row(VIN_A, "2026-02-13", total_voltage=None, suspect_cell=4, alarm=True),  # a null value: NaN
+    daily_row(VIN_A, "2026-02-14", total_voltage=314.0, suspect_cell=None, alarm=None),  # no cell named that day
+    daily_row(VIN_B, "2026-02-10", total_voltage=410.0, suspect_cell=7, frame_count=8_000),
+    daily_row(VIN_B, "2026-02-15", suspect_cell=None),
+    daily_row(VIN_C, "2026-02-15", suspect_cell=None),  # no context for 02-15; a window without any suspect after
+])
+
+
+def assert_same_windows(daily: pa.Table, as_of: list, columns: list[str]) -> None:
+    sql = inference_windows(daily, as_of)
+    arrays = inference_window_matrix(daily, as_of, columns)
+    assert arrays.keys.equals(sql.select(KEY_COLUMNS)), (arrays.keys.to_pylist()[:3], sql.select(KEY_COLUMNS).to_pylist()[:3])
+    expected = feature_matrix(sql, columns)
+    np.testing.assert_array_equal(arrays.matrix(), expected)
+    np.testing.assert_array_equal(arrays.matrix(np.float32), expected.astype(np.float32))
+    some = np.arange(0, len(expected), 2)
+    np.testing.assert_array_equal(arrays.matrix_rows(some), expected[some])
+    assert arrays.columns == tuple(columns) and arrays.matrix().dtype == np.float64
+
+
+@pytest.mark.parametrize("feature_set", ["full", "signals6"])
+def test_numpy_windows_equal_the_sql_windows_on_hand_built_rows(feature_set) -> None:
+    as_of = ["2026-02-15", "2026-02-16", "2026-02-28", "2026-03-30"]  # the last has no context day at all
+    assert_same_windows(HAND_BUILT, as_of, feature_columns(feature_set))
+    assert_same_windows(HAND_BUILT, as_of, feature_columns(feature_set)[::-1])  # any column order
+    unsorted = pa.concat_tables([HAND_BUILT.slice(3), HAND_BUILT.slice(0, 3)])  # two chunks, rows in any order
+    assert_same_windows(unsorted, as_of, feature_columns(feature_set))
+    keys = inference_window_matrix(HAND_BUILT, as_of, feature_columns(feature_set)).keys.to_pylist()
+    assert [(k["vin"], str(k["as_of"]), k["context_days"], k["suspect_cell"]) for k in keys][:3] == [
+        (VIN_B, "2026-02-15", 1, 7), (VIN_B, "2026-02-16", 2, 7), (VIN_B, "2026-02-28", 1, None)]
+
+
+def test_numpy_windows_equal_the_sql_windows_on_the_lakes_rows(lake) -> None:
+    daily = daily_zone.read_daily(lake)
+    columns = list(registry.champion(lake, "full").card["feature_names"])  # what the model reads, not all 392
+    assert_same_windows(daily, AS_OF + [FIRST_DAY + timedelta(days=20)], columns)
+
+
+def test_numpy_windows_refuse_duplicate_days_and_unknown_columns_and_allow_nothing_to_do() -> None:
+    twice = pa.concat_tables([HAND_BUILT, HAND_BUILT.slice(4, 1)])
+    with pytest.raises(ValueError, match=f"not unique on \\(vin, dt\\): {VIN_B} 2026-02-10"):
+        inference_window_matrix(twice, ["2026-02-15"], feature_columns("signals6"))
+    with pytest.raises(ValueError, match="not window features.*'total_voltage_lag15'"):
+        inference_window_matrix(HAND_BUILT, ["2026-02-15"], ["total_voltage_lag15"])
+    with pytest.raises(ValueError, match="lack column"):
+        inference_window_matrix(HAND_BUILT.drop_columns(["total_current"]), ["2026-02-15"], feature_columns("signals6"))
+    for daily, as_of in ((HAND_BUILT.slice(0, 0), ["2026-02-15"]), (HAND_BUILT, []), (HAND_BUILT, ["2030-01-01"])):
+        empty = inference_window_matrix(daily, as_of, feature_columns("signals6"))
+        assert empty.keys.num_rows == 0 and empty.keys.column_names == KEY_COLUMNS and empty.matrix().shape == (0, 84)

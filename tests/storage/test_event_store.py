@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sqlite3
 import threading
@@ -17,13 +18,16 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from pipelines.config import load_settings
 from pipelines.schema import PREDICTION_SCHEMA
+from pipelines.storage import event_store
 from pipelines.storage.event_store import (
     EventStore,
     PredictionKey,
     alerts,
     insert_new,
     prediction_keys,
+    prediction_table,
     predictions,
+    python_values,
 )
 
 VIN_A = "LSVAB1234CD567890"
@@ -86,6 +90,68 @@ def test_rows_read_back_exactly_as_the_contract(store: EventStore) -> None:
     store.record_predictions([nan_row])
     stored = [r for r in store.predictions_for_vin(VIN_A) if r["request_id"] == "nan"][0]
     assert math.isnan(stored["reasons"][0]["value"]) and stored["created_at"] == MADE
+
+
+def stored_rows(path: Path) -> list[tuple]:
+    """Every predictions row as SQLite holds it (but the id), in key order."""
+    with sqlite3.connect(path) as connection:
+        columns = ", ".join(c.name for c in predictions.c if c.name != "id")
+        return connection.execute(f"select {columns} from predictions order by vin, as_of, request_id").fetchall()
+
+
+def test_sqlite_batches_store_exactly_what_sqlalchemy_core_stores(tmp_path: Path) -> None:
+    rows = [prediction(request_id="plain"),
+            prediction(vin=VIN_B, as_of=DAY + timedelta(days=1), request_id="odd", suspect_cell=None, reasons=None,
+                       alarm=False, probability=0.0, created_at=datetime(2026, 1, 6, 2, 0, 1, 234567, tzinfo=UTC)),
+            prediction(request_id="nan", source="batch", reasons=[{"feature": "total_voltage_lag2",
+                                                                   "contribution": 0.1, "value": float("nan")}])]
+    fast = EventStore(f"sqlite:///{tmp_path / 'fast.sqlite'}")
+    assert fast.record_predictions(rows) == 3
+    core = EventStore(f"sqlite:///{tmp_path / 'core.sqlite'}")
+    records = prediction_table(rows).to_pylist()  # what record_predictions did before its SQLite path
+    for record in records:
+        record["reasons"] = None if record["reasons"] is None else json.dumps(record["reasons"])
+    with core.engine.begin() as connection:
+        connection.execute(insert_new("sqlite", predictions), records)
+    at = datetime(2026, 1, 7, 1, 2, 3, 456789, tzinfo=UTC)
+    fast.mark_flushed(prediction_keys(prediction_table(rows))[:2], at)
+    with core.engine.begin() as connection:
+        for key in prediction_keys(prediction_table(rows))[:2]:
+            connection.execute(predictions.update().where(*(predictions.c[name] == value for name, value in
+                                                            zip(event_store.PREDICTION_KEY, key, strict=True)))
+                               .values(flushed_at=at))
+    assert stored_rows(tmp_path / "fast.sqlite") == stored_rows(tmp_path / "core.sqlite")
+    odd = [row for row in stored_rows(tmp_path / "fast.sqlite") if row[10] == "odd"][0]
+    assert odd == (VIN_B, "2026-01-06", "20260101t000000z-full-ab12cd34", "full", 0.0, 0, 0.5, None, None, "api",
+                   "odd", "2026-01-06 02:00:01.234000", "2026-01-07 01:02:03.456789")
+    fast.close()
+    core.close()
+
+
+def test_large_batches_are_written_in_chunks_counting_only_new_keys(store: EventStore,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(event_store, "WRITE_CHUNK_ROWS", 7)
+    store.record_predictions([prediction(request_id="r03"), prediction(request_id="r20")])
+    batch = [prediction(request_id=f"r{i:02d}", as_of=DAY + timedelta(days=i % 3)) for i in range(30)]
+    batch += [prediction(request_id="r05", as_of=DAY + timedelta(days=2))]  # repeated within the batch
+    assert store.record_predictions(batch) == 30 - 1  # r03 was stored already (r20's as_of differs: new)
+    assert len(store.predictions_between(DAY, DAY + timedelta(days=2))) == 2 + 29
+    store.mark_flushed(prediction_keys(prediction_table(batch)), MADE)
+    with store.engine.connect() as connection:
+        unflushed = connection.execute(select(predictions.c.request_id, predictions.c.as_of)
+                                       .where(predictions.c.flushed_at.is_(None))).all()
+    assert [tuple(row) for row in unflushed] == [("r20", DAY)]  # recorded before, not in this batch
+
+
+def test_python_values_convert_each_distinct_date_and_time_once() -> None:
+    times = pa.chunked_array([pa.array([MADE, None], pa.timestamp("ms", tz="UTC")),
+                              pa.array([MADE, MADE + timedelta(seconds=1)], pa.timestamp("ms", tz="UTC"))])
+    assert python_values(times) == [MADE, None, MADE, MADE + timedelta(seconds=1)]
+    seen = []
+    assert python_values(pa.array([DAY, DAY, None], pa.date32()), lambda d: seen.append(d) or d.isoformat()) == [
+        "2026-01-05", "2026-01-05", None]
+    assert seen == [DAY]
+    assert python_values(pa.array([], pa.date32())) == [] and python_values(pa.array(["a", None])) == ["a", None]
 
 
 @pytest.mark.parametrize(("changes", "message"), [
