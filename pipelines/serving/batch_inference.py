@@ -285,7 +285,7 @@ def score_dates(as_of_dates: Iterable[date | str], lake: Lake | None = None, sto
 
     with clock.stage("read daily"):
         daily = daily_zone.read_daily(lake, dates[0] - timedelta(days=CONTEXT_DAYS), dates[-1] - timedelta(days=1),
-                                      columns=daily_columns_for(loaded.model.feature_names))
+                                      columns=daily_columns_for(loaded.model.feature_names), ordered=False)
     with clock.stage("windows"):
         windows = inference_window_matrix(daily, dates, loaded.model.feature_names)
         del daily

@@ -114,7 +114,11 @@ def _sorted(table: pa.Table, keys: Sequence[str]) -> pa.Table:
 
 
 def write_computed(lake: Lake, day: date, daily: pa.Table, cell_daily: pa.Table) -> int:
-    """Replace one date's computed daily and cell rows (an empty day deletes them); returns the daily row count."""
+    """Replace one date's computed daily and cell rows (an empty day deletes them); returns the daily row count.
+
+    A vehicle has one computed daily row per date (what lets read_daily skip its de-duplication)."""
+    if daily.num_rows and pc.count_distinct(daily["vin"]).as_py() != daily.num_rows:
+        raise ValueError(f"daily rows of {day} repeat a vehicle: a computed day holds one row per vin")
     for zone, rows, schema in ((DAILY_PREFIX, daily, DAILY_SCHEMA), (CELL_DAILY_PREFIX, cell_daily, CELL_DAILY_SCHEMA)):
         key = partition_key(zone, day)
         if rows.num_rows:
@@ -154,10 +158,11 @@ def read_cell_daily(lake: Lake, first: date | None = None, last: date | None = N
 
 
 def read_daily(lake: Lake, first: date | None = None, last: date | None = None,
-               columns: list[str] | None = None) -> pa.Table:
+               columns: list[str] | None = None, ordered: bool = True) -> pa.Table:
     """Daily rows of the dates in [first, last], one per (vin, dt): a computed row wins over an imported one.
 
-    columns: only these (vin and dt are always read: they decide which row wins)."""
+    columns: only these (vin and dt are always read: they decide which row wins). ordered: sorted by vin and dt
+    (False: in no promised order, for readers that group the rows themselves)."""
     found = [(day, part, key) for day, part, key in _partitions(lake, DAILY_PREFIX) if _in_range(day, first, last)]
     # Computed objects first, so that a stable de-duplication keeps their rows.
     found.sort(key=lambda item: (item[1] != COMPUTED_PART, item[0], item[1]))
@@ -168,10 +173,12 @@ def read_daily(lake: Lake, first: date | None = None, last: date | None = None,
     table = _read(lake, [key for _, _, key in found], schema)
     if table.num_rows == 0:
         return table
-    table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
-    first_rows = table.group_by(["vin", "dt"], use_threads=False).aggregate([("_row", "min")])["_row_min"]
-    kept = table.take(first_rows).drop_columns(["_row"])
-    return kept.sort_by([("vin", "ascending"), ("dt", "ascending")])
+    # One computed object per date holds one row per vehicle (write_computed): only imports can repeat a key.
+    if any(part != COMPUTED_PART for _, part, _ in found):
+        table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+        first_rows = table.group_by(["vin", "dt"], use_threads=False).aggregate([("_row", "min")])["_row_min"]
+        table = table.take(first_rows).drop_columns(["_row"])
+    return table.sort_by([("vin", "ascending"), ("dt", "ascending")]) if ordered else table
 
 
 def daily_keys(lake: Lake) -> set[tuple[str, date]]:

@@ -154,3 +154,22 @@ def test_frame_locations_name_only_dates_with_frames(lake: Lake) -> None:
     locations = daily_zone.frame_locations(lake, [date(2026, 1, 5), date(2026, 1, 6)])
     assert locations == [lake.path("frames/dt=2026-01-05") + "/*.parquet"]
     assert daily_zone.frame_days(lake) == [date(2026, 1, 5), date(2026, 1, 7)]
+
+
+def test_a_computed_day_holds_one_row_per_vehicle(tmp_path) -> None:
+    lake = Lake(tmp_path.as_uri())
+    row = {"vin": "LSVAB1234CD567890", "dt": date(2026, 3, 1), "alarm": False}
+    with pytest.raises(ValueError, match="daily rows of 2026-03-01 repeat a vehicle"):
+        daily_zone.write_computed(lake, date(2026, 3, 1), pa.Table.from_pylist([row, row], DAILY_SCHEMA),
+                                  CELL_DAILY_SCHEMA.empty_table())
+
+
+def test_unordered_reads_hold_the_same_rows(tmp_path) -> None:
+    lake = Lake(tmp_path.as_uri())
+    for day, endings in ((date(2026, 3, 1), "10"), (date(2026, 3, 2), "02")):
+        rows = [{"vin": f"LSVAB1234CD56789{end}", "dt": day, "alarm": False} for end in endings]
+        daily_zone.write_computed(lake, day, pa.Table.from_pylist(rows, DAILY_SCHEMA), CELL_DAILY_SCHEMA.empty_table())
+    ordered = daily_zone.read_daily(lake)
+    loose = daily_zone.read_daily(lake, ordered=False)
+    assert loose.sort_by([("vin", "ascending"), ("dt", "ascending")]).equals(ordered)
+    assert ordered.num_rows == 4
