@@ -15,15 +15,13 @@ import logging
 from collections.abc import Sequence
 
 from pipelines.serving.api_schemas import ApiError, problem
-from pipelines.serving.api_scoring import SOURCE, Item, Probabilities, in_process, score_items
+from pipelines.serving.api_scoring import Item, Probabilities, in_process, score_items
 from pipelines.serving.daily_context import DailyContext
 from pipelines.serving.model_champions import ChampionModels
 from pipelines.storage.event_store import PredictionEventStore
 from pipelines.storage.predictions_zone import PredictionBuffer
 
 log = logging.getLogger(__name__)
-
-REPLAY_LOOKBACK = 10_000  # a repeated request id is found among the vehicle's latest this many predictions
 
 
 def prediction_view(row: dict) -> dict:
@@ -94,11 +92,12 @@ class Answerer:
         """The first stored API prediction of each item's (vin, date, feature set, request id)."""
         wanted = {item.key for item in items}
         found: dict[tuple, dict] = {}
-        for vin in sorted({item.vin for item in items}):
-            for row in self.store.predictions_for_vin(vin, limit=REPLAY_LOOKBACK):  # newest first: the oldest is kept
+        for vin, as_of in sorted({(item.vin, item.as_of) for item in items}):
+            ids = {item.request_id for item in items if (item.vin, item.as_of) == (vin, as_of)}
+            for row in self.store.api_predictions(vin, as_of, ids):  # oldest first: the first answer stands
                 key = (row["vin"], row["as_of"], row["feature_set"], row["request_id"])
-                if row["source"] == SOURCE and key in wanted:
-                    found[key] = row
+                if key in wanted:
+                    found.setdefault(key, row)
         return found
 
 

@@ -83,6 +83,7 @@ class PredictionEventStore(Protocol):
     def unflushed(self, limit: int | None = None) -> pa.Table: ...
     def mark_flushed(self, keys: Iterable[PredictionKey], at: datetime) -> None: ...
     def predictions_for_vin(self, vin: str, limit: int = 100) -> list[dict]: ...
+    def api_predictions(self, vin: str, as_of: date, request_ids: Iterable[str]) -> list[dict]: ...
     def predictions_between(self, first: date, last: date, alarm_only: bool = False) -> list[dict]: ...
     def record_alert(self, *, vin: str, feature_set: str, first_as_of: date, model_version: str, probability: float,
                      threshold: float, suspect_cell: int | None = None, created_at: datetime | None = None) -> bool: ...
@@ -386,6 +387,18 @@ class EventStore:
         query = (select(*_PREDICTION_COLUMNS).where(predictions.c.vin == vin)
                  .order_by(predictions.c.as_of.desc(), predictions.c.created_at.desc(), predictions.c.id.desc())
                  .limit(limit))
+        with self._transaction() as connection:
+            return [_prediction(row) for row in connection.execute(query)]
+
+    def api_predictions(self, vin: str, as_of: date, request_ids: Iterable[str]) -> list[dict]:
+        """The API's predictions of one vehicle and date made under these request ids, oldest first (replay)."""
+        ids = sorted(set(request_ids))
+        if not ids:
+            return []
+        query = (select(*_PREDICTION_COLUMNS)
+                 .where(predictions.c.vin == vin, predictions.c.as_of == as_of, predictions.c.source == "api",
+                        predictions.c.request_id.in_(ids))
+                 .order_by(predictions.c.id))
         with self._transaction() as connection:
             return [_prediction(row) for row in connection.execute(query)]
 

@@ -260,6 +260,8 @@ def test_both_stores_answer_alike(store: DynamoDbEventStore, tmp_path: Path) -> 
     assert sql.unflushed().equals(store.unflushed())
     assert sql.open_alert(VIN_A, "full") == store.open_alert(VIN_A, "full")
     assert sql.alerts_between(DAY, DAY) == store.alerts_between(DAY, DAY)
+    assert sql.api_predictions(VIN_A, DAY, ["a", "b"]) == store.api_predictions(VIN_A, DAY, ["a", "b"])
+    assert [r["probability"] for r in store.api_predictions(VIN_A, DAY, ["a"])] == [0.72]  # the first one stands
     sql.close()
 
 

@@ -245,6 +245,18 @@ def test_predictions_by_vehicle_and_by_date(store: EventStore) -> None:
     assert [r["request_id"] for r in alarms] == ["a1", "b2"]
 
 
+def test_api_predictions_find_a_vehicle_dates_rows_by_request_id_oldest_first(store: EventStore) -> None:
+    store.record_predictions([prediction(request_id="r1"), prediction(request_id="r2", probability=0.3),
+                              prediction(request_id="r1", model_version="v2", probability=0.9),
+                              prediction(request_id="r1", source="batch"),
+                              prediction(request_id="r1", as_of=date(2026, 1, 4)),
+                              prediction(request_id="r1", vin=VIN_B)])
+    found = store.api_predictions(VIN_A, DAY, ["r1", "r9"])
+    assert [(r["request_id"], r["model_version"], r["as_of"], r["source"]) for r in found] == [
+        ("r1", "20260101t000000z-full-ab12cd34", DAY, "api"), ("r1", "v2", DAY, "api")]
+    assert store.api_predictions(VIN_A, DAY, []) == []
+
+
 def test_alarm_episodes_are_stored_once_and_notified_once(store: EventStore) -> None:
     episode = {"vin": VIN_A, "feature_set": "full", "model_version": "v1", "probability": 0.8, "threshold": 0.5}
     assert store.record_alert(**episode, first_as_of=date(2026, 1, 5), suspect_cell=17, created_at=MADE) is True
