@@ -92,12 +92,10 @@ class Answerer:
         """The first stored API prediction of each item's (vin, date, feature set, request id)."""
         wanted = {item.key for item in items}
         found: dict[tuple, dict] = {}
-        for vin, as_of in sorted({(item.vin, item.as_of) for item in items}):
-            ids = {item.request_id for item in items if (item.vin, item.as_of) == (vin, as_of)}
-            for row in self.store.api_predictions(vin, as_of, ids):  # oldest first: the first answer stands
-                key = (row["vin"], row["as_of"], row["feature_set"], row["request_id"])
-                if key in wanted:
-                    found.setdefault(key, row)
+        for row in self.store.api_predictions({(i.vin, i.as_of, i.request_id) for i in items}):  # oldest first
+            key = (row["vin"], row["as_of"], row["feature_set"], row["request_id"])
+            if key in wanted:
+                found.setdefault(key, row)  # the first answer stands
         return found
 
 

@@ -335,17 +335,17 @@ class DynamoDbEventStore:
         items.sort(key=_prediction_order, reverse=True)
         return [prediction_row(item) for item in items[:limit]]
 
-    def api_predictions(self, vin: str, as_of: date, request_ids: Iterable[str]) -> list[dict]:
-        """The API's predictions of one vehicle and date made under these request ids, oldest first (replay)."""
-        ids = set(request_ids)
-        if not ids:
-            return []
-        items = [item for item in self._query(
-            TableName=self.predictions_table, ConsistentRead=True,  # the replay check reads what it just wrote
-            KeyConditionExpression="vin = :vin AND begins_with(prediction_key, :day)",
-            ExpressionAttributeValues={":vin": {"S": vin}, ":day": {"S": f"{as_of.isoformat()}#"}})]
-        rows = [prediction_row(item) for item in sorted(items, key=_prediction_order)]
-        return [row for row in rows if row["source"] == "api" and row["request_id"] in ids]
+    def api_predictions(self, keys: Iterable[tuple[str, date, str]]) -> list[dict]:
+        """The API's predictions made for these (vin, as_of, request id), in the order recorded: what a replay returns."""
+        wanted = set(keys)
+        items = []
+        for vin, as_of in sorted({(vin, as_of) for vin, as_of, _ in wanted}):  # one query per vehicle and date
+            items += self._query(
+                TableName=self.predictions_table, ConsistentRead=True,  # the replay check reads what it just wrote
+                KeyConditionExpression="vin = :vin AND begins_with(prediction_key, :day)",
+                ExpressionAttributeValues={":vin": {"S": vin}, ":day": {"S": f"{as_of.isoformat()}#"}})
+        rows = [prediction_row(item) for item in sorted(items, key=lambda item: item["recorded"]["S"])]  # arrival
+        return [row for row in rows if row["source"] == "api" and (row["vin"], row["as_of"], row["request_id"]) in wanted]
 
     def predictions_between(self, first: date, last: date, alarm_only: bool = False) -> list[dict]:
         """Predictions with as_of in [first, last] (only alarms if asked), by as_of, vin, then when made."""

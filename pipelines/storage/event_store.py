@@ -83,7 +83,7 @@ class PredictionEventStore(Protocol):
     def unflushed(self, limit: int | None = None) -> pa.Table: ...
     def mark_flushed(self, keys: Iterable[PredictionKey], at: datetime) -> None: ...
     def predictions_for_vin(self, vin: str, limit: int = 100) -> list[dict]: ...
-    def api_predictions(self, vin: str, as_of: date, request_ids: Iterable[str]) -> list[dict]: ...
+    def api_predictions(self, keys: Iterable[tuple[str, date, str]]) -> list[dict]: ...
     def predictions_between(self, first: date, last: date, alarm_only: bool = False) -> list[dict]: ...
     def record_alert(self, *, vin: str, feature_set: str, first_as_of: date, model_version: str, probability: float,
                      threshold: float, suspect_cell: int | None = None, created_at: datetime | None = None) -> bool: ...
@@ -390,17 +390,20 @@ class EventStore:
         with self._transaction() as connection:
             return [_prediction(row) for row in connection.execute(query)]
 
-    def api_predictions(self, vin: str, as_of: date, request_ids: Iterable[str]) -> list[dict]:
-        """The API's predictions of one vehicle and date made under these request ids, oldest first (replay)."""
-        ids = sorted(set(request_ids))
-        if not ids:
+    def api_predictions(self, keys: Iterable[tuple[str, date, str]]) -> list[dict]:
+        """The API's predictions made for these (vin, as_of, request id), in the order recorded: what a replay returns."""
+        wanted = set(keys)
+        if not wanted:
             return []
+        # One statement for every key (a pass of concurrent requests asks at once); the unique key's index leads
+        # with vin, and the rows of other dates or ids of those vehicles are dropped here.
         query = (select(*_PREDICTION_COLUMNS)
-                 .where(predictions.c.vin == vin, predictions.c.as_of == as_of, predictions.c.source == "api",
-                        predictions.c.request_id.in_(ids))
+                 .where(predictions.c.vin.in_(sorted({vin for vin, _, _ in wanted})), predictions.c.source == "api",
+                        predictions.c.request_id.in_(sorted({request_id for _, _, request_id in wanted})))
                  .order_by(predictions.c.id))
         with self._transaction() as connection:
-            return [_prediction(row) for row in connection.execute(query)]
+            rows = [_prediction(row) for row in connection.execute(query)]
+        return [row for row in rows if (row["vin"], row["as_of"], row["request_id"]) in wanted]
 
     def predictions_between(self, first: date, last: date, alarm_only: bool = False) -> list[dict]:
         """Predictions with as_of in [first, last] (only alarms if asked), by as_of, vin, then when made."""

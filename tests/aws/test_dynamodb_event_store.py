@@ -260,8 +260,9 @@ def test_both_stores_answer_alike(store: DynamoDbEventStore, tmp_path: Path) -> 
     assert sql.unflushed().equals(store.unflushed())
     assert sql.open_alert(VIN_A, "full") == store.open_alert(VIN_A, "full")
     assert sql.alerts_between(DAY, DAY) == store.alerts_between(DAY, DAY)
-    assert sql.api_predictions(VIN_A, DAY, ["a", "b"]) == store.api_predictions(VIN_A, DAY, ["a", "b"])
-    assert [r["probability"] for r in store.api_predictions(VIN_A, DAY, ["a"])] == [0.72]  # the first one stands
+    keys = [(VIN_A, DAY, "a"), (VIN_A, DAY, "b"), (VIN_B, date(2026, 1, 4), "b")]
+    assert sql.api_predictions(keys) == store.api_predictions(keys)
+    assert [r["probability"] for r in store.api_predictions([(VIN_A, DAY, "a")])] == [0.72]  # the first one stands
     sql.close()
 
 

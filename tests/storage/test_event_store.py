@@ -251,10 +251,12 @@ def test_api_predictions_find_a_vehicle_dates_rows_by_request_id_oldest_first(st
                               prediction(request_id="r1", source="batch"),
                               prediction(request_id="r1", as_of=date(2026, 1, 4)),
                               prediction(request_id="r1", vin=VIN_B)])
-    found = store.api_predictions(VIN_A, DAY, ["r1", "r9"])
+    found = store.api_predictions([(VIN_A, DAY, "r1"), (VIN_A, DAY, "r9")])
     assert [(r["request_id"], r["model_version"], r["as_of"], r["source"]) for r in found] == [
         ("r1", "20260101t000000z-full-ab12cd34", DAY, "api"), ("r1", "v2", DAY, "api")]
-    assert store.api_predictions(VIN_A, DAY, []) == []
+    both = store.api_predictions([(VIN_A, DAY, "r2"), (VIN_B, DAY, "r1")])  # not (VIN_A, r1) nor (VIN_B, r2)
+    assert [(r["vin"], r["request_id"]) for r in both] == [(VIN_A, "r2"), (VIN_B, "r1")]
+    assert store.api_predictions([]) == []
 
 
 def test_alarm_episodes_are_stored_once_and_notified_once(store: EventStore) -> None:
