@@ -4,7 +4,9 @@
 Runs when **daily** changes: for each date D the triggering features runs recomputed, scores every vehicle at
 as_of D+1 (the window reads the 14 days before as_of, so the day after the newest data is the prediction date)
 with the feature set's champion, in one vectorised call. Predictions (probability, alarm at the champion's
-threshold, suspect cell, top-3 reasons) go to the event store and to `predictions/dt=<as_of>/`, then the catalog
+threshold, suspect cell; the top-3 reasons for each date's 1,000 most probable alarms, null for the other rows, as
+exact contributions cost more than everything else together) go to the event store and to
+`predictions/dt=<as_of>/`, then the catalog
 is refreshed and asset **predictions** announced with the as_of dates, the model version and the row count.
 Vehicles that start alarming get an alert episode (the event store's alerts table, copied to the lake's
 `alerts/` zone for the catalog, and CELLGUARD_ALERT_WEBHOOK if set); a vehicle that keeps alarming day after day is
