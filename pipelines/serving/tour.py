@@ -51,13 +51,15 @@ def at_risk_lines(lake: Lake, top: int = 10, feature_set: str = "full") -> list[
     return lines
 
 
-def alert_lines(store, as_of: date, days: int = 14) -> list[str]:
-    """The alarm episodes that started in the `days` up to as_of (one line each; the event store's alerts table)."""
+def alert_lines(store, as_of: date, days: int = 14, most: int = 10) -> list[str]:
+    """The newest `most` alarm episodes that started in the `days` up to as_of (the event store's alerts table)."""
     alerts = store.alerts_between(as_of - timedelta(days=days - 1), as_of)
     if not alerts:
         return [f"no alarm episodes started in the {days} days up to {as_of}"]
-    lines = [f"{len(alerts)} alarm episode(s) started in the {days} days up to {as_of} (one alert each, not one a day):"]
-    for alert in sorted(alerts, key=lambda a: (a["first_as_of"], a["vin"])):
+    lines = [f"{len(alerts)} alarm episode(s) started in the {days} days up to {as_of} (one alert each, not one a day)"
+             + (f"; the newest {most}:" if len(alerts) > most else ":")]
+    newest = sorted(alerts, key=lambda a: (a["first_as_of"], a["vin"]))[-most:]
+    for alert in newest:
         cell = "—" if alert["suspect_cell"] is None else alert["suspect_cell"]
         sent = f"sent via {alert['channel']}" if alert.get("notified_at") else "not yet delivered"
         lines.append(f"  {alert['vin']}  from {alert['first_as_of']}  probability {alert['probability']:.3f}  "

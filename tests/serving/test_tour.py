@@ -80,6 +80,10 @@ def test_alert_lines_show_each_episode_once_with_how_it_was_sent(tmp_path) -> No
     assert lines[0].startswith("1 alarm episode(s) started in the 14 days up to 2026-03-01")
     assert lines[1].split() == [VIN_B, "from", "2026-02-27", "probability", "0.810", "suspect", "cell", "7",
                                 "(sent", "via", "store)"]
+    store.record_alert(vin=VIN_A, feature_set="full", first_as_of=AS_OF, model_version="v1", probability=0.5,
+                       threshold=0.3, suspect_cell=3)
+    newest = alert_lines(store, AS_OF, most=1)
+    assert newest[0].endswith("; the newest 1:") and len(newest) == 2 and newest[1].split()[:3] == [VIN_A, "from", "2026-03-01"]
 
 
 def test_recent_as_of_dates_end_the_day_after_the_newest_daily_date(tmp_path) -> None:
