@@ -35,6 +35,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_SAGEMAKER_TRANSFORM_INSTANCE_TYPE": ("ml.m5.xlarge", "Instance type of SageMaker Batch Transform jobs."),
     "CELLGUARD_SAGEMAKER_POLL_SECONDS": ("30", "How often a DAG task checks a SageMaker job or endpoint it waits for (at most 600)."),
     "CELLGUARD_SUPERSET_PORT": ("8088", "Port of Superset (`make superset`), on 127.0.0.1."),
+    "CELLGUARD_API_WORKERS": ("1", "Processes of `cellguard serve-api`. Scoring a request is Python work that holds the GIL, so one process uses about one core: give it one per core the API may use. Workers read their settings from the environment and share the event store and the lake."),
     "CELLGUARD_API_ACCESS_LOG": ("0", "`1` logs one line per prediction API request (uvicorn's access log). Off by default: under load, writing it costs the API more than scoring a request; errors are logged either way."),
     "CELLGUARD_API_MAX_ITEMS": ("500", "Most items one `POST /v1/predictions` list may hold (the body is also limited to 1 MB)."),
     "CELLGUARD_AWS_REGION": ("", "AWS region of every AWS resource; unset: the standard AWS chain's (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile). Credentials never come from CellGuard settings: inside Airflow tasks from the `aws_default` connection, elsewhere (and when that connection is missing) from the standard AWS chain."),
@@ -85,6 +86,7 @@ class Settings:
     api_port: int
     api_max_items: int
     api_access_log: bool
+    api_workers: int
     superset_port: int
     sagemaker_role_arn: str | None
     sagemaker_training_instance_type: str
@@ -237,6 +239,14 @@ def _dynamodb_table_prefix() -> str:
     return prefix
 
 
+def _api_workers() -> int:
+    """CELLGUARD_API_WORKERS: 1 to 64 processes."""
+    text = _env("CELLGUARD_API_WORKERS")
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise ValueError(f"CELLGUARD_API_WORKERS must be a whole number of processes from 1 to 64, not {text!r}")
+    return int(text)
+
+
 def _sagemaker_role_arn() -> str | None:
     """CELLGUARD_SAGEMAKER_ROLE_ARN: an IAM role ARN, or None when unset."""
     role = os.environ.get("CELLGUARD_SAGEMAKER_ROLE_ARN", "").strip()
@@ -298,6 +308,7 @@ def load_settings() -> Settings:
         api_port=_port("CELLGUARD_API_PORT"),
         api_max_items=_api_max_items(),
         api_access_log=_env("CELLGUARD_API_ACCESS_LOG") not in ("0", "false", "no"),
+        api_workers=_api_workers(),
         superset_port=_port("CELLGUARD_SUPERSET_PORT"),
         sagemaker_role_arn=_sagemaker_role_arn(),
         sagemaker_training_instance_type=_instance_type("CELLGUARD_SAGEMAKER_TRAINING_INSTANCE_TYPE"),

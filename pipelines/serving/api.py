@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -370,7 +371,29 @@ def serve_api(host: str, port: int, settings: Settings | None = None, lake: Lake
     if token_file is not None:
         print(f"API token (also in {token_file}, mode 600; set CELLGUARD_API_TOKEN to choose your own):\n"
               f"{settings.api_token.reveal()}", flush=True)
+    if settings.api_workers > 1:
+        _serve_in_workers(host, port, settings, lake)
+        return
     app = create_app(settings, lake)
     log.info("prediction API on http://%s:%d (docs at /docs); lake %s; event store %s", host, port,
              app.state.champions.lake.uri, settings.event_store_url.split("@")[-1])
     uvicorn.Server(server_config(app, host, port, access_log=settings.api_access_log)).run()
+
+
+def app_from_environment() -> FastAPI:
+    """The app each worker process builds when CELLGUARD_API_WORKERS > 1 (uvicorn's factory)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(load_settings())
+
+
+def _serve_in_workers(host: str, port: int, settings: Settings, lake: Lake | None) -> None:
+    """uvicorn's worker processes on one socket, each a whole API (champions, daily context, buffer) over the shared
+    event store and lake: a prediction is recorded by the worker that answers it, so none is lost or doubled, and
+    each flushes its own buffer when uvicorn stops it. The workers read their settings from the environment."""
+    if lake is not None and lake.uri != Lake.from_settings(settings).uri:
+        raise ValueError("worker processes read the lake from CELLGUARD_LAKE_URI: set it instead of passing a lake")
+    os.environ["CELLGUARD_API_TOKEN"] = settings.api_token.reveal()  # a generated token reaches the workers too
+    log.info("prediction API on http://%s:%d in %d worker processes (docs at /docs); lake %s; event store %s", host,
+             port, settings.api_workers, settings.lake_uri, settings.event_store_url.split("@")[-1])
+    uvicorn.run("pipelines.serving.api:app_from_environment", factory=True, host=host, port=port,
+                workers=settings.api_workers, log_level="info", access_log=settings.api_access_log)

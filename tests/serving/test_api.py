@@ -613,3 +613,52 @@ def test_cellguard_serve_api_prints_a_generated_token_and_serves_with_it(tmp_pat
     assert main(["serve-api"]) == 0
     assert capsys.readouterr().out == "" and not (tmp_path / "api-token").exists()
     assert servers[-1].port == 8000
+
+
+def test_serve_api_in_two_worker_processes_answers_and_loses_nothing(trained, tmp_path) -> None:
+    """`cellguard serve-api` with CELLGUARD_API_WORKERS=2, a real process tree: both workers serve one port, every
+    answer is recorded once, and stopping it (SIGINT, as make down does) flushes both workers' buffers."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from pipelines.serving.tour import wait_for
+
+    lake_dir = tmp_path / "lake"
+    shutil.copytree(trained.lake.root, lake_dir)
+    with socket.socket() as probe:  # a free port for the server to bind (it cannot be handed a bound socket)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "CELLGUARD_HOME": str(tmp_path), "CELLGUARD_LAKE_URI": lake_dir.as_uri(),
+           "CELLGUARD_API_TOKEN": TOKEN, "CELLGUARD_API_WORKERS": "2", "CELLGUARD_PREDICTION_FLUSH_SECONDS": "600",
+           "CELLGUARD_EVENT_STORE_URL": f"sqlite:///{tmp_path / 'events.sqlite'}"}
+    server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve-api", "--port", str(port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for([f"{url}/healthz"], seconds=120)
+        healthy = vins(trained.onsets, faulty=False)
+        bodies = [{"vin": vin, "date": "2026-03-01", "features": as_text(reference_values(trained.lake, vin, AS_OF))}
+                  for vin in healthy] + [{"vin": vin, "date": "2026-03-02"} for vin in healthy]
+
+        def post(n: int) -> httpx.Response:
+            return httpx.post(f"{url}/v1/predictions", json=bodies[n % len(bodies)], timeout=60,
+                              headers={"Authorization": f"Bearer {TOKEN}", "X-Request-ID": f"w-{n}"})
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(post, range(48)))
+    finally:
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=120)[0]
+    assert output.count("Started server process") == 2 and output.count("Application shutdown complete") == 2, output
+    assert [r.status_code for r in responses] == [200] * 48, output
+    assert server.returncode == 0, output
+    stored = EventStore(f"sqlite:///{tmp_path / 'events.sqlite'}")
+    rows = stored.predictions_between(AS_OF, date(2026, 3, 2))
+    stored.close()
+    assert sorted(r["request_id"] for r in rows) == sorted(f"w-{n}" for n in range(48))
+    assert sorted(read_predictions(Lake(lake_dir.as_uri()), AS_OF, date(2026, 3, 2))
+                  .filter(pc.equal(pc.field("source"), "api"))["request_id"].to_pylist()) == sorted(f"w-{n}" for n in range(48))
