@@ -6,7 +6,7 @@ Data (kept under --data, so reruns skip generation): a small "serving" lake of s
 as many vehicles as --windows asks (14 context days per as_of date), generated with numpy and written with
 `daily_zone.write_computed`, holding a copy of the same champions.
 
-API: `cellguard serve-api` in a subprocess over a fresh CELLGUARD_HOME (a copy of the serving lake, SQLite event
+API: `cellguard serve-api` in a subprocess (one process, and once with CELLGUARD_API_WORKERS=2) over a fresh CELLGUARD_HOME (a copy of the serving lake, SQLite event
 store, the buffered lake writer with its default flush settings); the load comes from a separate process on loopback:
 16 keep-alive connections (a minimal HTTP/1.1 client on asyncio streams by default, or httpx.AsyncClient with
 --client httpx, which costs ~20× more CPU per request, CPU this 2-core machine's server then lacks), warm-up first,
@@ -303,11 +303,11 @@ def _free_port() -> int:
 class Server:
     """`cellguard serve-api` or `serve-model` in its own process group, over a CELLGUARD_HOME."""
 
-    def __init__(self, command: str, home: Path, token: str):
+    def __init__(self, command: str, home: Path, token: str, workers: int = 1):
         self.command, self.home, self.port = command, home, _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "CELLGUARD_HOME": str(home), "CELLGUARD_LAKE_URI": (home / "lake").as_uri(),
-               "CELLGUARD_API_TOKEN": token}
+               "CELLGUARD_API_TOKEN": token, "CELLGUARD_API_WORKERS": str(workers)}
         env.pop("CELLGUARD_EVENT_STORE_URL", None)  # SQLite in the home
         self.log_path = home / f"{command}.log"
         cellguard = Path(sys.executable).parent / "cellguard"
@@ -333,16 +333,39 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError(f"{self.command} not ready after {timeout_s} s: {self.log_path.read_text()[-2000:]}")
 
+    def _session_pids(self) -> list[int]:
+        """The server and every process it started (worker processes run in its session)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == self.process.pid:  # field 6 of stat: the session id
+                pids.append(int(stat.parent.name))
+        return pids or [self.process.pid]
+
     def cpu_seconds(self) -> float:
-        """User + system CPU of the server process so far (all threads)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU of the server's processes so far (all threads, every worker)."""
+        total = 0
+        for pid in self._session_pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """The largest peak RSS among the server's processes."""
+        peaks = [float("nan")]
+        for pid in self._session_pids():
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            peaks += [int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")]
+        return max(peaks[1:], default=float("nan"))
 
     def stop(self) -> None:
         """SIGINT (uvicorn's graceful shutdown: the API flushes its buffer), SIGKILL after 60 s."""
@@ -550,14 +573,14 @@ def _store_and_lake_rows(home: Path) -> tuple[int, int, int]:
 
 
 def api_run(name: str, serving_lake: Path, form: str, requests: int, concurrency: int, seconds: float | None,
-            client_ids: bool, as_of: str, lake_vins: list[str], client: str) -> dict:
+            client_ids: bool, as_of: str, lake_vins: list[str], client: str, workers: int = 1) -> dict:
     """One API measurement on a fresh server and event store. form: "a" (reference body), "b" (by VIN) or
     "healthz" (GET /healthz: the HTTP stack and load generator alone, nothing scored or stored)."""
     token = "bench-" + secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="cellguard-bench-api-") as tmp:
         home = Path(tmp)
         shutil.copytree(serving_lake, home / "lake")
-        server = Server("serve-api", home, token)
+        server = Server("serve-api", home, token, workers)
         try:
             server.wait_ready("/healthz", lambda body: all(body.get("models", {}).values()))
             warmup = max(100, min(1_000, requests // 10))
@@ -847,15 +870,16 @@ def main() -> None:
     api_as_of = (SERVING_FIRST_DAY + timedelta(days=SERVING_DAYS)).isoformat()
     if args.only in (None, "api"):
         print(f"\n== API: POST /v1/predictions, as_of {api_as_of}, {args.concurrency} connections ==")
-        runs = [("form (a), unique X-Request-ID", "a", args.requests, True),
-                ("form (a), server-made request id", "a", args.requests, False),
-                ("form (b) by VIN, unique X-Request-ID", "b", max(200, args.requests // 10), True),
+        runs = [("form (a), unique X-Request-ID", "a", args.requests, True, 1),
+                ("form (a), unique X-Request-ID, 2 worker processes", "a", args.requests, True, 2),
+                ("form (a), server-made request id", "a", args.requests, False, 1),
+                ("form (b) by VIN, unique X-Request-ID", "b", max(200, args.requests // 10), True, 1),
                 ("GET /healthz (no scoring, no store: the HTTP stack and load generator alone)", "healthz",
-                 args.requests, False)]
+                 args.requests, False, 1)]
         lake_vins = _vins("LSVTRN", SERVING_VEHICLES)
-        for name, form, count, client_ids in runs:
+        for name, form, count, client_ids, workers in runs:
             r = api_run(name, serving_lake, form, count, args.concurrency, args.seconds or None, client_ids, api_as_of,
-                        lake_vins, args.client)
+                        lake_vins, args.client, workers)
             target = (f"≥ {TARGETS['api_rps']:,}/s, p99 ≤ {TARGETS['api_p99_ms']:.0f} ms" if form == "a" else "—")
             met = (_met(r["rps"] >= TARGETS["api_rps"] and r["p99"] <= TARGETS["api_p99_ms"]) if form == "a" else "—")
             stored = (f"; {r['stored']:,}/{r['total_sent']:,} stored, {r['lake_rows']:,} in lake"

@@ -14,6 +14,8 @@ api_auth.py):
                                          reference recipe's, training range, report link
     GET  /healthz                        200 with the loaded versions; 503 while no champion is loaded
     GET  /docs, /redoc, /openapi.json    the OpenAPI description (public: it holds no data)
+    GET  /, /login, /dashboard/…         the fleet dashboard (pipelines/serving/dashboard/), behind a login that sets
+                                         a session cookie; its JSON under /dashboard/api/ also takes the bearer token
 
 Answers: probability, alarm (probability >= the champion's threshold), threshold, suspect cell, the top-3 reasons
 (XGBoost feature contributions, reasons.py), model version, request id and created_at. `date` is the as_of date:
