@@ -274,9 +274,9 @@ def score_dates(as_of_dates: Iterable[date | str], lake: Lake | None = None, sto
         summary.message = "no as_of dates to score"
         return summary
     if store is None:
-        from pipelines.storage.event_store import EventStore
+        from pipelines.storage.event_stores import open_event_store
 
-        store = EventStore.from_settings()
+        store = open_event_store()  # SQL locally, DynamoDB when CELLGUARD_BACKEND=aws
     timed_store = _TimedStore(store, clock)
     now = now or datetime.now(UTC)
     loaded = load_registered(lake, champion.version)
