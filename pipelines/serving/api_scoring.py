@@ -103,6 +103,7 @@ def score_items(items: Sequence[Item], context: DailyContext, champions: Champio
                                                       "or a date after the vehicle's data)", "unknown_vehicle")
                              for i in unknown])
 
+    suspects = {as_of: context.suspects(as_of) for as_of in {i.as_of for i in items}}  # one lookup per date
     answers: list[dict | None] = [None] * len(items)
     for feature_set, (loaded, threshold) in champions_needed.items():
         group = [n for n, item in enumerate(items) if item.feature_set == feature_set]
@@ -125,7 +126,7 @@ def score_items(items: Sequence[Item], context: DailyContext, champions: Champio
             answers[n] = {
                 "vin": item.vin, "as_of": item.as_of, "model_version": loaded.version, "feature_set": feature_set,
                 "probability": float(probability), "alarm": bool(probability >= threshold), "threshold": threshold,
-                "suspect_cell": context.suspects(item.as_of).get(item.vin), "reasons": item_reasons, "source": SOURCE,
+                "suspect_cell": suspects[item.as_of].get(item.vin), "reasons": item_reasons, "source": SOURCE,
                 "request_id": item.request_id, "created_at": created_at,
             }
     return [answer for answer in answers if answer is not None]

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from pipelines.schema import CELL_DAILY_SCHEMA, DAILY_SCHEMA
-from pipelines.storage.lake import PARQUET_OPTIONS, Lake
+from pipelines.storage.lake import PARQUET_OPTIONS, Lake, ObjectInfo
 
 DAILY_PREFIX = "daily"
 CELL_DAILY_PREFIX = "cell_daily"
@@ -37,14 +37,19 @@ def partition_key(zone: str, day: date, part: str = COMPUTED_PART) -> str:
     return f"{zone}/dt={day.isoformat()}/{part}.parquet"
 
 
-def _partitions(lake: Lake, zone: str) -> list[tuple[date, str, str]]:
-    """(date, part, key) of every Parquet object in a zone, in key order."""
+def _objects(lake: Lake, zone: str) -> list[tuple[date, str, ObjectInfo]]:
+    """(date, part, object) of every Parquet object in a zone, in key order."""
     found = []
     for info in lake.list(zone):
         match = _PARTITION.match(info.key)
         if match and match["zone"] == zone:
-            found.append((date.fromisoformat(match["dt"]), match["part"], info.key))
+            found.append((date.fromisoformat(match["dt"]), match["part"], info))
     return found
+
+
+def _partitions(lake: Lake, zone: str) -> list[tuple[date, str, str]]:
+    """(date, part, key) of every Parquet object in a zone, in key order."""
+    return [(day, part, info.key) for day, part, info in _objects(lake, zone)]
 
 
 def _in_range(day: date, first: date | None, last: date | None) -> bool:
@@ -53,12 +58,7 @@ def _in_range(day: date, first: date | None, last: date | None) -> bool:
 
 def daily_objects(lake: Lake) -> list[tuple[date, str, int, int]]:
     """(date, key, size, modification stamp) of every daily object: what tells a reader its copy is stale."""
-    found = []
-    for info in lake.list(DAILY_PREFIX):
-        match = _PARTITION.match(info.key)
-        if match and match["zone"] == DAILY_PREFIX:
-            found.append((date.fromisoformat(match["dt"]), info.key, info.size, info.mtime_ns))
-    return found
+    return [(day, info.key, info.size, info.mtime_ns) for day, _, info in _objects(lake, DAILY_PREFIX)]
 
 
 def frame_days(lake: Lake) -> list[date]:
