@@ -786,8 +786,7 @@ def measure_per_row(url: str, lake_dir: str, as_of: list[str], sample: int) -> d
     windows, and one predict_fn call on all of them; checks that both give the same probabilities."""
     import httpx
 
-    from pipelines.features.windows import inference_windows, select_feature_set
-    from pipelines.serving.batch_inference import feature_matrix
+    from pipelines.features.windows import feature_matrix, inference_windows, select_feature_set
     from pipelines.serving.inference import predict_fn
     from pipelines.serving.model_loading import load_registered
     from pipelines.storage import daily_zone

@@ -3,7 +3,8 @@
 
 Runs when **daily** changes: for each date D the triggering features runs recomputed, scores every vehicle at
 as_of D+1 (the window reads the 14 days before as_of, so the day after the newest data is the prediction date)
-with the feature set's champion, in one vectorised call. Predictions (probability, alarm at the champion's
+with the feature set's champion, in one vectorised call (on the aws backend, one SageMaker Batch Transform job
+named from the run id; `CELLGUARD_BATCH_SCORING` chooses). Predictions (probability, alarm at the champion's
 threshold, suspect cell; the top-3 reasons for each date's 1,000 most probable alarms, null for the other rows, as
 exact contributions cost more than everything else together) go to the event store and to
 `predictions/dt=<as_of>/`, then the catalog
@@ -61,7 +62,8 @@ def bms_batch_inference():
 
         from pipelines.serving.batch_inference import score_dates
 
-        summary = score_dates(dates, feature_set=params["feature_set"])
+        # the run id names the Batch Transform job (aws backend), so a retry of this run reuses its job
+        summary = score_dates(dates, feature_set=params["feature_set"], run_id=get_current_context()["run_id"])
         print(summary.message)
         if not summary.scored:  # no champion, or no daily rows before these dates: nothing to announce
             raise AirflowSkipException(summary.message)

@@ -25,7 +25,8 @@ RUN pip install --no-cache-dir uv==0.13.9 \
 
 COPY superset/superset_config.py ./superset_config.py
 COPY superset/bundle/ ./bundle/
-COPY docker/entrypoint.sh docker/duckdb_lake_secret.py docker/superset-init.sh docker/superset_bundle.py docker/
+COPY docker/entrypoint.sh docker/duckdb_lake_secret.py docker/superset-init.sh docker/superset_bundle.py \
+     docker/superset_import.py docker/
 
 USER superset
 # DuckDB reads the catalog's s3:// views with httpfs; install it now rather than download it at run time.

@@ -33,6 +33,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_SAGEMAKER_TRAINING_INSTANCE_TYPE": ("ml.m5.xlarge", "Instance type of SageMaker training jobs."),
     "CELLGUARD_SAGEMAKER_ENDPOINT_INSTANCE_TYPE": ("ml.m5.large", "Instance type of the SageMaker endpoint serving each champion."),
     "CELLGUARD_SAGEMAKER_TRANSFORM_INSTANCE_TYPE": ("ml.m5.xlarge", "Instance type of SageMaker Batch Transform jobs."),
+    "CELLGUARD_BATCH_SCORING": ("auto", "Where `bms_batch_inference` scores its windows: `transform` (a SageMaker Batch Transform job of the champion), `in-process` (XGBoost on the Airflow worker) or `auto` (Batch Transform when `CELLGUARD_BACKEND=aws`, else in process). Reasons are computed in process either way."),
     "CELLGUARD_SAGEMAKER_POLL_SECONDS": ("30", "How often a DAG task checks a SageMaker job or endpoint it waits for (at most 600)."),
     "CELLGUARD_SUPERSET_PORT": ("8088", "Port of Superset (`make superset`), on 127.0.0.1."),
     "CELLGUARD_API_WORKERS": ("1", "Processes of `cellguard serve-api`. Scoring a request is Python work that holds the GIL, so one process uses about one core: give it one per core the API may use. Workers read their settings from the environment and share the event store and the lake."),
@@ -93,6 +94,7 @@ class Settings:
     sagemaker_endpoint_instance_type: str
     sagemaker_transform_instance_type: str
     sagemaker_poll_seconds: float
+    batch_scoring: str
     aws_region: str | None
     aws_endpoint_url: str | None
     glue_database: str
@@ -195,6 +197,14 @@ def _endpoint_url(name: str) -> str | None:
         raise ValueError(f"{name} must be an http:// or https:// URL of a host and port, such as http://127.0.0.1:5000, "
                          f"not {url!r}")
     return url or None
+
+
+def _batch_scoring() -> str:
+    """CELLGUARD_BATCH_SCORING: auto, transform or in-process."""
+    text = _env("CELLGUARD_BATCH_SCORING").lower()
+    if text not in ("auto", "transform", "in-process"):
+        raise ValueError(f"CELLGUARD_BATCH_SCORING must be auto, transform or in-process, not {text!r}")
+    return text
 
 
 def _aws_region() -> str | None:
@@ -315,6 +325,7 @@ def load_settings() -> Settings:
         sagemaker_endpoint_instance_type=_instance_type("CELLGUARD_SAGEMAKER_ENDPOINT_INSTANCE_TYPE"),
         sagemaker_transform_instance_type=_instance_type("CELLGUARD_SAGEMAKER_TRANSFORM_INSTANCE_TYPE"),
         sagemaker_poll_seconds=_sagemaker_poll_seconds(),
+        batch_scoring=_batch_scoring(),
         aws_region=_aws_region(),
         aws_endpoint_url=aws_endpoint_url,
         glue_database=_glue_database(),

@@ -180,3 +180,15 @@ def _dense_rank(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     rank = np.zeros(size, np.int64)
     rank[unique] = np.arange(len(unique))
     return unique, rank[keys]
+
+
+def feature_matrix(windows: pa.Table, feature_names: Iterable[str]) -> np.ndarray:
+    """The windows' features in the model's column order as float64 (null → NaN)."""
+    names = list(feature_names)
+    present = set(windows.column_names)  # the property builds a new list on every access
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise ValueError(f"the windows lack {len(missing)} feature(s) the model needs, e.g. {missing[:3]}")
+    if windows.num_rows == 0:
+        return np.zeros((0, len(names)), dtype=np.float64)
+    return np.column_stack([pc.cast(windows[n], pa.float64()).to_numpy(zero_copy_only=False) for n in names])

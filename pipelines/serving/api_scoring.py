@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.features.window_signals import CONTEXT_DAYS
+from pipelines.features.windows import feature_matrix
 from pipelines.serving.api_schemas import ApiError, problem
-from pipelines.serving.batch_inference import feature_matrix
 from pipelines.serving.daily_context import DailyContext
 from pipelines.serving.inference import InvalidInput, predict_fn
 from pipelines.serving.model_champions import ChampionModels

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -45,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.config import Settings, load_settings
 from pipelines.features.daily import as_dates
 from pipelines.features.window_signals import CONTEXT_DAYS
 from pipelines.features.windows import WindowMatrix, daily_columns_for, inference_window_matrix
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "batch"
 EXPLAINED_ALARMS_PER_DATE = 1_000  # alarm rows per as_of date that get reasons, the most probable first
+Probabilities = Callable[[np.ndarray], np.ndarray]  # float32 feature rows → one alarm probability per row
 STAGES = ("read daily", "windows", "predict", "reasons", "rows", "store", "lake")
 
 
@@ -108,18 +110,6 @@ def as_of_dates_to_score(requested: Iterable[date | str], touched: Iterable[date
         return as_of_dates_for(touched)
     latest = latest_as_of(lake or Lake.from_settings())
     return [latest] if latest else []
-
-
-def feature_matrix(windows: pa.Table, feature_names: Iterable[str]) -> np.ndarray:
-    """The windows' features in the model's column order as float64 (null → NaN)."""
-    names = list(feature_names)
-    present = set(windows.column_names)  # the property builds a new list on every access
-    missing = [n for n in names if n not in present]
-    if missing:
-        raise ValueError(f"the windows lack {len(missing)} feature(s) the model needs, e.g. {missing[:3]}")
-    if windows.num_rows == 0:
-        return np.zeros((0, len(names)), dtype=np.float64)
-    return np.column_stack([pc.cast(windows[n], pa.float64()).to_numpy(zero_copy_only=False) for n in names])
 
 
 class StageClock:
@@ -200,10 +190,33 @@ def reasons_for(model: CellGuardModel, inputs: np.ndarray, values: np.ndarray, e
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), picked.flatten(), mask=pa.array(unexplained))
 
 
+def in_process(loaded: LoadedModel) -> Probabilities:
+    """predict_fn on the champion this process loaded: one vectorised call."""
+    return lambda rows: predict_fn(rows, loaded.model)
+
+
+def on_batch_transform(loaded: LoadedModel, run_id: str) -> Probabilities:
+    """A SageMaker Batch Transform job of the champion's SageMaker Model, named from the run id."""
+    from pipelines.serving.batch_transform import transform_probabilities
+
+    return lambda rows: transform_probabilities(rows, loaded.version, run_id)
+
+
+def batch_scorer(loaded: LoadedModel, run_id: str | None, settings: Settings | None = None) -> Probabilities:
+    """Where this run's rows are scored: CELLGUARD_BATCH_SCORING, `auto` meaning Batch Transform on the aws backend."""
+    settings = settings or load_settings()
+    if settings.batch_scoring == "transform" or (settings.batch_scoring == "auto" and settings.backend == "aws"):
+        return on_batch_transform(loaded, run_id or f"manual-{loaded.version}")
+    return in_process(loaded)
+
+
 def score_windows(windows: WindowMatrix, loaded: LoadedModel, threshold: float, now: datetime,
-                  explain_limit: int = EXPLAINED_ALARMS_PER_DATE, clock: StageClock | None = None) -> pa.Table:
-    """Prediction rows (PREDICTION_SCHEMA) for inference windows, every row scored in one call."""
+                  explain_limit: int = EXPLAINED_ALARMS_PER_DATE, clock: StageClock | None = None,
+                  probabilities_of: Probabilities | None = None) -> pa.Table:
+    """Prediction rows (PREDICTION_SCHEMA) for inference windows, every row scored in one call (in this process
+    unless `probabilities_of` says otherwise; reasons always come from the loaded booster)."""
     clock = clock or StageClock()
+    probabilities_of = probabilities_of or in_process(loaded)
     model = loaded.model
     if windows.columns != model.feature_names:
         raise ValueError(f"the windows carry {len(windows.columns)} columns, not the model's {model.feature_count} "
@@ -211,7 +224,10 @@ def score_windows(windows: WindowMatrix, loaded: LoadedModel, threshold: float, 
     keys, rows = windows.keys, windows.keys.num_rows
     with clock.stage("predict"):
         rows32 = windows.matrix(np.float32)
-        probabilities = predict_fn(rows32, model).astype(np.float64) if rows else np.zeros(0)
+        probabilities = np.asarray(probabilities_of(rows32), np.float64) if rows else np.zeros(0)
+        if probabilities.shape != (rows,):
+            raise ValueError(f"scoring {rows:,} windows gave {probabilities.shape[0] if probabilities.ndim else 0:,} "
+                             f"probabilities (shape {probabilities.shape})")
     with clock.stage("reasons"):
         as_of_days = pc.cast(keys["as_of"], pa.int32()).to_numpy()
         explain = rows_to_explain(probabilities, threshold, as_of_days, explain_limit)
@@ -257,8 +273,12 @@ def _keep_first_created_at(table: pa.Table, store: PredictionEventStore, as_of: 
 
 def score_dates(as_of_dates: Iterable[date | str], lake: Lake | None = None, store: PredictionEventStore | None = None,
                 feature_set: str = "full", now: datetime | None = None,
-                explain_limit: int = EXPLAINED_ALARMS_PER_DATE) -> BatchSummary:
-    """Score every vehicle with daily rows in the 14 days before each as_of date and publish the predictions."""
+                explain_limit: int = EXPLAINED_ALARMS_PER_DATE, run_id: str | None = None,
+                probabilities_of: Probabilities | None = None) -> BatchSummary:
+    """Score every vehicle with daily rows in the 14 days before each as_of date and publish the predictions.
+
+    Scoring runs where `batch_scorer` says (Batch Transform on the aws backend, its job named from `run_id`, the
+    Airflow run's id in the DAG) unless `probabilities_of` is given."""
     started = time.perf_counter()
     clock = StageClock()
     dates = as_dates(as_of_dates)
@@ -289,7 +309,8 @@ def score_dates(as_of_dates: Iterable[date | str], lake: Lake | None = None, sto
     with clock.stage("windows"):
         windows = inference_window_matrix(daily, dates, loaded.model.feature_names)
         del daily
-    predictions = score_windows(windows, loaded, threshold, now, explain_limit, clock)
+    probabilities_of = probabilities_of or batch_scorer(loaded, run_id)
+    predictions = score_windows(windows, loaded, threshold, now, explain_limit, clock, probabilities_of)
     del windows
     for as_of in dates:
         with clock.stage("rows"):

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.serving.csv_rows import CSV, MAX_PAYLOAD_BYTES, csv_payload
 from pipelines.serving.sagemaker_deploy import SageMakerModels
-from pipelines.serving.sagemaker_scoring import CSV, MAX_PAYLOAD_BYTES, csv_payload
 from pipelines.storage.aws import resource_name
 from pipelines.training.sagemaker_training import (
     describe_or_none,

@@ -9,35 +9,19 @@ ModelError), `EndpointUnavailable` when there is no such endpoint or it is not i
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pcsv
 
 from pipelines.config import Settings, load_settings
+from pipelines.serving.csv_rows import CSV, MAX_PAYLOAD_BYTES, csv_payload
 from pipelines.serving.inference import InvalidInput
 from pipelines.storage.aws import aws_client
-
-CSV = "text/csv"
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's request body limit
 
 
 class EndpointUnavailable(RuntimeError):
     """The endpoint does not exist or cannot take requests now."""
-
-
-def csv_payload(matrix: np.ndarray) -> bytes:
-    """Rows as CSV lines without a header: float32 shortest round-trip text, NaN as an empty field."""
-    values = np.asarray(matrix, dtype=np.float32)  # what predict_fn scores: the float32 of each value, exactly
-    if values.ndim != 2:
-        raise ValueError(f"expected a 2-D matrix of feature rows, got an array of shape {values.shape}")
-    table = pa.table({f"f{i}": pa.array(values[:, i], from_pandas=True) for i in range(values.shape[1])})
-    buffer = io.BytesIO()
-    pcsv.write_csv(table, buffer, pcsv.WriteOptions(include_header=False, quoting_style="none"))
-    return buffer.getvalue()
 
 
 def chunk_bounds(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> list[tuple[int, int, int, int]]:

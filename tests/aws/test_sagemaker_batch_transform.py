@@ -37,8 +37,8 @@ from pipelines.serving.batch_transform import (
     transform_job_base_name,
     transform_probabilities,
 )
+from pipelines.serving.csv_rows import csv_payload
 from pipelines.serving.sagemaker_deploy import SageMakerModels, model_name
-from pipelines.serving.sagemaker_scoring import csv_payload
 from pipelines.storage.lake import Lake
 from pipelines.training import train
 from pipelines.training.sagemaker_training import SageMakerJobFailed

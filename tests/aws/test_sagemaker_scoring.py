@@ -113,14 +113,6 @@ def test_a_response_with_the_wrong_number_of_scores_is_an_error(runtime, moto_en
         endpoint_probabilities(matrix[:3], ENDPOINT, client=client)
 
 
-def test_the_csv_is_the_exact_float32_of_each_value_with_missing_fields_empty() -> None:
-    matrix = np.array([[0.1, np.nan, -3.25e-7], [1e30, 2.0, np.nan]])
-    assert csv_payload(matrix) == b"0.1,,-3.25e-7\n1e+30,2,\n"
-    back = np.array([[float(v) if v else np.nan for v in line.split(",")]
-                     for line in csv_payload(matrix).decode().splitlines()], dtype=np.float32)
-    assert np.array_equal(back, matrix.astype(np.float32), equal_nan=True)
-
-
 def test_a_row_longer_than_the_limit_is_refused() -> None:
     with pytest.raises(InvalidInput, match="row 2 alone is 12 bytes of CSV, over the 10-byte request limit"):
         chunk_bounds(b"1,2\n0.1,0.2,0.3\n", 10)

@@ -534,7 +534,7 @@ OPERATIONS_NOT_MADE_BY = {
     },
 }
 # Modules no entry point reaches yet, and the role that will run them.
-NOT_WIRED_YET = {"pipelines.serving.batch_transform": "workers"}
+NOT_WIRED_YET: dict[str, str] = {}
 # Grants a policy holds that no scanned call needs, with the reason.
 DELIBERATE_EXTRAS = {
     "workers": {

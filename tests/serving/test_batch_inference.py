@@ -17,6 +17,7 @@ from training.daily_builders import FIRST_DAY, write_synthetic_daily
 from pipelines.features.window_signals import feature_columns
 from pipelines.features.windows import (
     KEY_COLUMNS,
+    feature_matrix,
     inference_window_matrix,
     inference_windows,
     select_feature_set,
@@ -27,7 +28,7 @@ from pipelines.serving.batch_inference import (
     EXPLAINED_ALARMS_PER_DATE,
     STAGES,
     as_of_dates_for,
-    feature_matrix,
+    batch_scorer,
     input_fingerprints,
     latest_as_of,
     rows_to_explain,
@@ -140,6 +141,48 @@ def test_probabilities_equal_train_predict_on_the_same_windows(lake, store) -> N
     first_reason = got["reasons"].iloc[int(np.argmax(expected))][0]
     column = windows[first_reason["feature"]].iloc[int(np.argmax(expected))]
     assert first_reason["value"] == (None if np.isnan(column) else pytest.approx(column))
+
+
+def test_a_given_scorer_scores_every_window_and_the_reasons_still_come_from_the_loaded_booster(lake, store) -> None:
+    seen: list[np.ndarray] = []
+
+    def constant(rows: np.ndarray) -> np.ndarray:
+        seen.append(rows)
+        return np.full(len(rows), 0.75, np.float32)
+
+    summary = score_dates(AS_OF, lake=lake, store=store, now=NOW, probabilities_of=constant)
+
+    (rows,) = seen  # one call for every window of every date
+    assert rows.dtype == np.float32 and len(rows) == summary.rows == VEHICLES * len(AS_OF)
+    got = read_predictions(lake)
+    assert set(got["probability"].to_pylist()) == {0.75} and all(got["alarm"].to_pylist())
+    assert summary.explained == summary.rows  # every row alarms, fewer than 1,000 per date: all explained
+
+
+def test_a_scorer_answering_the_wrong_number_of_rows_is_an_error_before_anything_is_written(lake, store) -> None:
+    with pytest.raises(ValueError, match=r"scoring 72 windows gave 71 probabilities"):
+        score_dates(AS_OF, lake=lake, store=store, now=NOW, probabilities_of=lambda rows: np.zeros(len(rows) - 1))
+    assert lake_objects(lake) == {} and store.predictions_between(AS_OF[0], AS_OF[-1]) == []
+
+
+@pytest.mark.parametrize(("backend", "choice", "where"), [
+    ("local", "auto", "in_process"), ("aws", "auto", "on_batch_transform"), ("aws", "in-process", "in_process"),
+    ("local", "transform", "on_batch_transform")])
+def test_batch_scoring_setting_chooses_where_windows_are_scored(lake, monkeypatch, backend, choice, where) -> None:
+    from pipelines.config import load_settings
+
+    monkeypatch.setenv("CELLGUARD_BACKEND", backend)
+    monkeypatch.setenv("CELLGUARD_BATCH_SCORING", choice)
+    loaded = load_registered(lake, registry.champion(lake, "full").version)
+    assert batch_scorer(loaded, "run-1", load_settings()).__qualname__.startswith(where)
+
+
+def test_an_unknown_batch_scoring_setting_is_a_clear_error(monkeypatch) -> None:
+    from pipelines.config import load_settings
+
+    monkeypatch.setenv("CELLGUARD_BATCH_SCORING", "gpu")
+    with pytest.raises(ValueError, match="CELLGUARD_BATCH_SCORING must be auto, transform or in-process, not 'gpu'"):
+        load_settings()
 
 
 def test_reasons_are_the_ones_the_api_computes_for_the_most_probable_alarms_of_each_date(lake, store) -> None:

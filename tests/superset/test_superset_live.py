@@ -221,3 +221,55 @@ def test_starting_again_keeps_the_password_and_reimports(superset: RunningSupers
     superset.client = launch.login(superset.base_url, password)
     assert len(superset.client.get("/api/v1/chart/").json()["result"]) == 5  # overwritten, not duplicated
     assert len(superset.chart_data("Fleet risk: vehicles by latest probability")) == len(VINS)
+
+
+def offline_import(superset: RunningSuperset, archive: Path, username: str = launch.ADMIN) -> subprocess.CompletedProcess:
+    """docker/superset_import.py in Superset's virtualenv, against this Superset's metadata database."""
+    paths = launch.SupersetPaths(home=superset.home / "superset", run_dir=superset.home / "run")
+    return subprocess.run([str(launch.VENV / "bin" / "python"), str(REPO / "docker" / "superset_import.py"),
+                           str(archive), username], env=launch.superset_env(paths), capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_team_servers_offline_import_replaces_charts_not_only_dashboards(superset: RunningSuperset,
+                                                                            tmp_path: Path) -> None:
+    """docker/superset-init.sh imports with docker/superset_import.py before Superset starts: run it here with a
+    chart of the bundle changed, then with the bundle as it is."""
+    import shutil
+
+    import yaml
+
+    def zipped(bundle_dir: Path) -> Path:
+        archive = tmp_path / f"{bundle_dir.name}.zip"
+        done = subprocess.run([sys.executable, str(REPO / "docker" / "superset_bundle.py"), str(bundle_dir),
+                               str(archive), str(superset.home / "catalog.duckdb")], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return archive
+
+    def description(name: str) -> str | None:
+        charts = superset.client.get("/api/v1/chart/", params={"q": "(page_size:100)"}).json()["result"]
+        chart_id = next(c["id"] for c in charts if c["slice_name"] == name)
+        return superset.client.get(f"/api/v1/chart/{chart_id}").json()["result"]["description"]
+
+    changed = tmp_path / "changed"
+    shutil.copytree(launch.BUNDLE_DIR, changed)
+    chart_file = changed / "charts" / "Alerts.yaml"
+    chart = yaml.safe_load(chart_file.read_text())
+    original = chart.get("description")
+    chart["description"] = "changed by a newer bundle"
+    chart_file.write_text(yaml.safe_dump(chart, sort_keys=False))
+
+    done = offline_import(superset, zipped(changed))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "replacing earlier imports" in done.stdout
+    assert description(chart["slice_name"]) == "changed by a newer bundle"
+    assert len(superset.client.get("/api/v1/chart/").json()["result"]) == 5  # replaced, not added
+
+    restored = offline_import(superset, zipped(launch.BUNDLE_DIR))
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert description(chart["slice_name"]) == original
+
+
+def test_the_offline_import_refuses_an_unknown_user(superset: RunningSuperset, tmp_path: Path) -> None:
+    done = offline_import(superset, tmp_path / "unused.zip", username="nobody")
+    assert done.returncode == 1 and "no Superset user 'nobody'" in done.stderr
