@@ -97,6 +97,22 @@ def publish_batch(lake: Lake, store: PredictionEventStore, as_of: date, model_ve
     return key
 
 
+def pending_table(parts: list[list[dict] | pa.Table]) -> pa.Table:
+    """Buffered predictions as one contract table: consecutive lists of rows become one table at once."""
+    tables, rows = [], []
+    for part in parts:
+        if isinstance(part, list):
+            rows.extend(part)
+            continue
+        if rows:
+            tables.append(prediction_table(rows))
+            rows = []
+        tables.append(part)
+    if rows:
+        tables.append(prediction_table(rows))
+    return pa.concat_tables(tables) if tables else prediction_table([])
+
+
 def _unique(table: pa.Table) -> pa.Table:
     """One row per prediction key, the first one kept."""
     if table.num_rows < 2:
@@ -136,7 +152,7 @@ class PredictionBuffer:
         self.max_rows, self.max_seconds = max_rows, max_seconds
         self._lock = threading.Lock()  # guards _pending and _closed
         self._flush_lock = threading.Lock()  # one flush at a time, so a retried object is never written twice at once
-        self._pending: list[tuple[float, pa.Table]] = []  # (monotonic time added, rows)
+        self._pending: list[tuple[float, list[dict] | pa.Table]] = []  # (monotonic time added, rows)
         self._pending_rows = 0
         self._closed = False
         self._stop = threading.Event()
@@ -167,13 +183,12 @@ class PredictionBuffer:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the prediction buffer is closed")
-        table = prediction_table(rows)
-        new = self.store.record_predictions(table)
+        new = self.store.record_predictions(rows)  # checks the rows against the contract first
         if new == 0:
             return 0  # every key was recorded before: it is buffered, or in the lake already
-        with self._lock:
-            self._pending.append((time.monotonic(), table))
-            self._pending_rows += table.num_rows
+        with self._lock:  # a list stays a list until the flush makes one table of every pass's rows
+            self._pending.append((time.monotonic(), rows if isinstance(rows, list) else prediction_table(rows)))
+            self._pending_rows += len(rows)
             full = self._pending_rows >= self.max_rows or self._closed
         if full:
             try:
@@ -190,7 +205,7 @@ class PredictionBuffer:
                 taken, self._pending, self._pending_rows = self._pending, [], 0
             if not taken:
                 return 0
-            table = pa.concat_tables([rows for _, rows in taken])
+            table = pending_table([rows for _, rows in taken])
             try:
                 write_rows(self.lake, table)
                 self.store.mark_flushed(prediction_keys(table), datetime.now(UTC))
@@ -228,7 +243,7 @@ class PredictionBuffer:
         Rows this buffer holds are left to its own flush."""
         table = self.store.unflushed()
         with self._lock:
-            mine = {key for _, rows in self._pending for key in prediction_keys(rows)}
+            mine = {key for _, rows in self._pending for key in prediction_keys(pending_table([rows]))}
         if mine and table.num_rows:
             keep = [key not in mine for key in prediction_keys(table)]
             table = table.filter(pa.array(keep, pa.bool_()))

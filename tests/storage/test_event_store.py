@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -78,6 +82,43 @@ def test_sqlite_batches_store_exactly_what_sqlalchemy_core_stores(tmp_path: Path
     core.close()
 
 
+def test_a_few_plain_rows_are_stored_without_a_table_exactly_as_through_one(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [prediction(request_id="plain"),
+            prediction(vin=VIN_B, as_of=DAY + timedelta(days=1), request_id="odd", suspect_cell=None, reasons=None,
+                       alarm=False, probability=0.0, created_at=datetime(2026, 1, 6, 3, 0, 1, 234000,
+                                                                          tzinfo=timezone(timedelta(hours=1)))),
+            prediction(request_id="nan", source="batch", reasons=[{"feature": "total_voltage_lag2",
+                                                                   "contribution": 0.1, "value": float("nan")}])]
+    through_table = EventStore(f"sqlite:///{tmp_path / 'table.sqlite'}")
+    assert through_table.record_predictions(prediction_table(rows)) == 3
+    plain = EventStore(f"sqlite:///{tmp_path / 'plain.sqlite'}")
+    with monkeypatch.context() as patch:
+        patch.setattr(event_store, "prediction_table", lambda rows: pytest.fail("plain rows were made a table"))
+        assert plain.record_predictions(rows) == 3
+        assert plain.record_predictions(rows[:1]) == 0  # a key stored before
+    assert stored_rows(tmp_path / "plain.sqlite") == stored_rows(tmp_path / "table.sqlite")
+    assert {row[10]: row[11] for row in stored_rows(tmp_path / "plain.sqlite")}["odd"] == "2026-01-06 02:00:01.234000"
+    through_table.close()
+    plain.close()
+
+
+@pytest.mark.parametrize("change", [{"probability": 1.5}, {"probability": float("nan")}, {"source": "cli"},
+                                    {"vin": None}, {"probability": 1}, {"suspect_cell": True},
+                                    {"reasons": [{"contribution": 1.0, "feature": "x", "value": None}]},
+                                    {"created_at": datetime(2026, 1, 5, 10, 0, 0, 1)}])
+def test_rows_that_are_not_plainly_valid_take_the_checked_table_path(store: EventStore, change: dict) -> None:
+    row = prediction(**change)
+    assert event_store._plain_driver_rows([row], store._binders()) is None
+    try:
+        expected = prediction_table([row])
+    except ValueError as error:  # the table path names what is wrong
+        with pytest.raises(ValueError, match=re.escape(str(error))):
+            store.record_predictions([row])
+    else:  # or accepts what it can convert exactly, as before
+        assert store.record_predictions([row]) == 1 and expected.num_rows == 1
+
+
 def test_large_batches_are_written_in_chunks_counting_only_new_keys(store: EventStore,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(event_store, "WRITE_CHUNK_ROWS", 7)
@@ -147,6 +188,52 @@ def test_eight_threads_writing_at_once_lose_nothing(store: EventStore) -> None:
     assert store.unflushed().num_rows == 360
     assert len(store.predictions_for_vin(VIN_A, limit=1000)) == 40
     assert len(store.predictions_for_vin("LSVAB1234CD500007", limit=1000)) == 40
+
+
+def test_a_writer_waits_while_another_process_holds_the_write_queue(store: EventStore, tmp_path: Path) -> None:
+    """The queue is a flock of `<database>-writers`: a writer here waits for another process to let go, then
+    writes (SQLite's own lock is never met, so its sleeping busy handler never runs)."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, sys
+        with open({str(tmp_path / 'events.sqlite-writers')!r}, "a+b") as queue:
+            fcntl.flock(queue, fcntl.LOCK_EX)
+            print("held", flush=True)
+            sys.stdin.readline()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        recorded: list[int] = []
+        writer = threading.Thread(target=lambda: recorded.append(store.record_predictions([prediction()])))
+        writer.start()
+        writer.join(timeout=0.5)
+        assert writer.is_alive() and recorded == []  # still waiting its turn
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        writer.join(timeout=30)
+        assert recorded == [1]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.sqlite'}"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from event_store_contract import prediction
+        from pipelines.storage.event_store import EventStore
+        store = EventStore({url!r})
+        new = sum(store.record_predictions([prediction(request_id=f"{{sys.argv[1]}}-{{i}}"),
+                                            prediction(request_id=f"shared-{{i}}")]) for i in range(150))
+        print(new)
+        """)
+    writers = [subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE, text=True)
+               for name in ("a", "b")]
+    new = [int(writer.communicate(timeout=120)[0]) for writer in writers]
+    assert all(writer.returncode == 0 for writer in writers)
+    assert sum(new) == 2 * 150 + 150  # each process's own rows, and each shared key exactly once
+    assert EventStore(url).unflushed().num_rows == 450
 
 
 def test_the_store_named_by_the_settings(cellguard_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
