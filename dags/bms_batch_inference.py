@@ -11,7 +11,7 @@ exact contributions cost more than everything else together) go to the event sto
 is refreshed and asset **predictions** announced with the as_of dates, the model version and the row count.
 Vehicles that start alarming get an alert episode (the event store's alerts table, copied to the lake's
 `alerts/` zone for the catalog, and CELLGUARD_ALERT_WEBHOOK if set); a vehicle that keeps alarming day after day is
-announced once. A failed run is posted to the same webhook.
+announced once, and an episode ends only after CELLGUARD_ALERT_QUIET_DAYS days without an alarm. A failed run is posted to the same webhook.
 
 Run it by hand with `dates` (as_of dates, `YYYY-MM-DD`) to score those; with no dates and no triggering event it
 scores the day after the newest daily date. No champion yet: the run is skipped. Re-running changes nothing.

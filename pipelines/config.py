@@ -27,6 +27,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "CELLGUARD_PREDICTION_FLUSH_ROWS": ("500", "The prediction API writes its buffered predictions to the lake's `predictions/` zone when this many are waiting."),
     "CELLGUARD_PREDICTION_FLUSH_SECONDS": ("30", "The prediction API also writes them when the oldest has waited this many seconds."),
     "CELLGUARD_ALERT_WEBHOOK": ("", "Webhook (`https://…`, Slack-compatible JSON `{\"text\": …}`) that each new alarm episode and each failed `bms_batch_inference` run is posted to; unset: alerts go to the event store's `alerts` table only. Treat it as a secret (Slack's URL holds a token): it is never logged."),
+    "CELLGUARD_ALERT_QUIET_DAYS": ("3", "An alarm episode ends only after this many days in a row without an alarm: an alarm within them continues the episode without a new alert (1: the first quiet day ends it). A hysteresis, so a vehicle hovering at the threshold is announced once."),
     "CELLGUARD_API_TOKEN": ("", "Bearer token every prediction API route but `/healthz` requires (16+ characters of `A–Z a–z 0–9 . _ ~ + / = -`). Unset: `cellguard serve-api` generates one at each start, prints it and writes it to `$CELLGUARD_HOME/api-token` (mode 600)."),
     "CELLGUARD_API_PORT": ("8000", "Port of `cellguard serve-api`, the prediction API."),
     "CELLGUARD_SAGEMAKER_ROLE_ARN": ("", "IAM role SageMaker training jobs, models and transform jobs run as (`arn:aws:iam::<account>:role/<name>`); required when `CELLGUARD_BACKEND=aws` trains or deploys."),
@@ -82,6 +83,7 @@ class Settings:
     event_store_url: str
     prediction_flush_rows: int
     prediction_flush_seconds: float
+    alert_quiet_days: int
     alert_webhook: Secret | None  # a webhook URL often holds its token: shown as ***
     api_token: Secret | None
     api_port: int
@@ -180,6 +182,14 @@ def _api_token() -> Secret | None:
         raise ValueError(f"CELLGUARD_API_TOKEN must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / = - "
                          f"(it has {len(text)}); unset it and `cellguard serve-api` generates one")
     return Secret(text)
+
+
+def _alert_quiet_days() -> int:
+    """CELLGUARD_ALERT_QUIET_DAYS as a whole number of days from 1 to 30."""
+    text = _env("CELLGUARD_ALERT_QUIET_DAYS")
+    if not text.isdigit() or not 1 <= int(text) <= 30:
+        raise ValueError(f"CELLGUARD_ALERT_QUIET_DAYS must be a whole number of days from 1 to 30, not {text!r}")
+    return int(text)
 
 
 def _api_max_items() -> int:
@@ -313,6 +323,7 @@ def load_settings() -> Settings:
         event_store_url=_event_store_url(home),
         prediction_flush_rows=_prediction_flush_rows(),
         prediction_flush_seconds=_positive_seconds("CELLGUARD_PREDICTION_FLUSH_SECONDS"),
+        alert_quiet_days=_alert_quiet_days(),
         alert_webhook=_alert_webhook(),
         api_token=_api_token(),
         api_port=_port("CELLGUARD_API_PORT"),

@@ -1,16 +1,19 @@
 """Alarm episodes from batch predictions: a vehicle is announced when it starts alarming, not every day it alarms.
 
-Episode rule, per vehicle and feature set, applied to as_of dates oldest first:
+Episode rule, per vehicle and feature set, applied to as_of dates oldest first, with Q = CELLGUARD_ALERT_QUIET_DAYS:
 
 - A batch prediction with alarm=True at as_of D **continues** the vehicle's episode (silently) when the same
-  vehicle's batch prediction for the same feature set at D−1 alarmed too, and its latest recorded episode
-  started on or before D−1. "The prediction at D−1" is the latest batch row made for that date (any model
-  version, so a new champion does not restart an episode).
+  vehicle's batch prediction for the same feature set alarmed on one of the Q days D−Q … D−1, and an episode
+  is recorded as begun on or before that alarm (its latest such episode: re-running an older date after later
+  episodes were recorded finds the same answer as the first run). "The prediction at a date" is the latest batch row made for
+  that date (any model version, so a new champion does not restart an episode).
 - Otherwise it **starts** an episode with first_as_of = D: recorded in the event store's `alerts` table
   (`record_alert`; the same episode recorded again is a no-op) and then notified.
-- So alarm on 3 consecutive days → 1 episode; alarm, a day without alarm, alarm → 2 episodes. A day that was
-  not scored counts as a day without alarm: the DAG scores every day new data arrives, so a gap means the
-  vehicle either stopped alarming or went unscored, and both deserve a fresh look.
+- So an episode ends only after Q days in a row without an alarm (a hysteresis: a vehicle hovering at the
+  threshold is announced once, not every time it crosses). With Q = 3: alarm on 3 consecutive days → 1 episode;
+  alarm, 2 quiet days, alarm → 1 episode; alarm, 3 quiet days, alarm → 2 episodes. Q = 1 ends an episode on the
+  first quiet day. A day that was not scored counts as a quiet day: the DAG scores every day new data arrives,
+  so a gap means the vehicle either stopped alarming or went unscored.
 
 Notification: the `alerts` table always holds the episode; with CELLGUARD_ALERT_WEBHOOK set, it is also POSTed
 as Slack-compatible JSON (`{"text": …}` plus the same facts under `"cellguard"`), with a timeout and retries.
@@ -152,17 +155,34 @@ def latest_batch_predictions(store: PredictionEventStore, as_of: date, feature_s
     return latest
 
 
-def continues_episode(previous: dict | None, latest_episode: dict | None, as_of: date) -> bool:
-    """Whether an alarm at as_of continues an episode: alarmed the day before, inside an episode begun by then."""
-    yesterday = as_of - timedelta(days=1)
-    return (previous is not None and bool(previous["alarm"]) and latest_episode is not None
-            and latest_episode["first_as_of"] <= yesterday)
+def last_alarm_days(store: PredictionEventStore, first: date, last: date, feature_set: str) -> dict[str, date]:
+    """Per vin, the newest date in first … last whose latest batch prediction (this feature set) alarmed."""
+    latest: dict[tuple[str, date], dict] = {}
+    for row in store.predictions_between(first, last):  # by as_of, vin, then when made: the last one wins
+        if row["source"] == SOURCE and row["feature_set"] == feature_set:
+            latest[(row["vin"], row["as_of"])] = row
+    alarmed: dict[str, date] = {}
+    for (vin, day), row in latest.items():
+        if row["alarm"] and day > alarmed.get(vin, date.min):
+            alarmed[vin] = day
+    return alarmed
+
+
+def continues_episode(last_alarm: date | None, latest_episode: dict | None, as_of: date, quiet_days: int) -> bool:
+    """Whether an alarm at as_of continues an episode: the vehicle alarmed within the quiet_days before, inside an
+    episode begun by then."""
+    return (last_alarm is not None and 1 <= (as_of - last_alarm).days <= quiet_days and latest_episode is not None
+            and latest_episode["first_as_of"] <= last_alarm)
 
 
 def raise_alerts(as_of_dates: Iterable[date | str], feature_set: str = "full",
                  store: PredictionEventStore | None = None, notifier: Notifier | None = None,
-                 now: datetime | None = None) -> AlertSummary:
+                 now: datetime | None = None, quiet_days: int | None = None) -> AlertSummary:
     """Start an episode for each vehicle that begins alarming at these dates, then notify unnotified episodes."""
+    if quiet_days is None:
+        from pipelines.config import load_settings
+
+        quiet_days = load_settings().alert_quiet_days
     dates = as_dates(as_of_dates)
     summary = AlertSummary(feature_set=feature_set, as_of=[d.isoformat() for d in dates])
     if not dates:
@@ -176,14 +196,15 @@ def raise_alerts(as_of_dates: Iterable[date | str], feature_set: str = "full",
 
     for as_of in dates:
         today = latest_batch_predictions(store, as_of, feature_set)
-        yesterday = latest_batch_predictions(store, as_of - timedelta(days=1), feature_set)
+        recent = last_alarm_days(store, as_of - timedelta(days=quiet_days), as_of - timedelta(days=1), feature_set)
         for vin, prediction in sorted(today.items()):
             if not prediction["alarm"]:
                 continue
             summary.alarmed += 1
-            previous = yesterday.get(vin)
-            episode = store.open_alert(vin, feature_set) if previous and previous["alarm"] else None
-            if continues_episode(previous, episode, as_of):
+            last_alarm = recent.get(vin)
+            # the episode that was open at the last alarm, not a later one (a re-run of an older date)
+            episode = store.open_alert(vin, feature_set, on_or_before=last_alarm) if last_alarm else None
+            if continues_episode(last_alarm, episode, as_of, quiet_days):
                 summary.continued += 1
                 continue
             store.record_alert(vin=vin, feature_set=feature_set, first_as_of=as_of,

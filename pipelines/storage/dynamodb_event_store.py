@@ -384,11 +384,16 @@ class DynamoDbEventStore:
             return False
         return True
 
-    def open_alert(self, vin: str, feature_set: str) -> dict | None:
-        """The vehicle's latest alarm episode for a feature set (None if it never alarmed)."""
-        items = self.client.query(TableName=self.alerts_table, KeyConditionExpression="episode = :episode",
-                                  ExpressionAttributeValues={":episode": {"S": _episode(vin, feature_set)}},
-                                  ScanIndexForward=False, Limit=1, ConsistentRead=True)["Items"]
+    def open_alert(self, vin: str, feature_set: str, on_or_before: date | None = None) -> dict | None:
+        """The vehicle's latest alarm episode for a feature set (begun on or before a date, if given; None if
+        there is none)."""
+        condition, values = "episode = :episode", {":episode": {"S": _episode(vin, feature_set)}}
+        if on_or_before is not None:
+            condition += " AND first_as_of <= :last"
+            values[":last"] = {"S": on_or_before.isoformat()}
+        items = self.client.query(TableName=self.alerts_table, KeyConditionExpression=condition,
+                                  ExpressionAttributeValues=values, ScanIndexForward=False, Limit=1,
+                                  ConsistentRead=True)["Items"]
         return alert_row(items[0]) if items else None
 
     def mark_notified(self, vin: str, feature_set: str, first_as_of: date, at: datetime, channel: str) -> bool:

@@ -89,7 +89,7 @@ class PredictionEventStore(Protocol):
     def predictions_between(self, first: date, last: date, alarm_only: bool = False) -> list[dict]: ...
     def record_alert(self, *, vin: str, feature_set: str, first_as_of: date, model_version: str, probability: float,
                      threshold: float, suspect_cell: int | None = None, created_at: datetime | None = None) -> bool: ...
-    def open_alert(self, vin: str, feature_set: str) -> dict | None: ...
+    def open_alert(self, vin: str, feature_set: str, on_or_before: date | None = None) -> dict | None: ...
     def mark_notified(self, vin: str, feature_set: str, first_as_of: date, at: datetime, channel: str) -> bool: ...
     def alerts_between(self, first: date, last: date) -> list[dict]: ...
 
@@ -494,10 +494,13 @@ class EventStore:
         with self._transaction(write=True) as connection:
             return connection.execute(statement).first() is not None
 
-    def open_alert(self, vin: str, feature_set: str) -> dict | None:
-        """The vehicle's latest alarm episode for a feature set (None if it never alarmed)."""
-        query = (select(*_ALERT_COLUMNS).where(alerts.c.vin == vin, alerts.c.feature_set == feature_set)
-                 .order_by(alerts.c.first_as_of.desc()).limit(1))
+    def open_alert(self, vin: str, feature_set: str, on_or_before: date | None = None) -> dict | None:
+        """The vehicle's latest alarm episode for a feature set (begun on or before a date, if given; None if
+        there is none)."""
+        query = select(*_ALERT_COLUMNS).where(alerts.c.vin == vin, alerts.c.feature_set == feature_set)
+        if on_or_before is not None:
+            query = query.where(alerts.c.first_as_of <= on_or_before)
+        query = query.order_by(alerts.c.first_as_of.desc()).limit(1)
         with self._transaction() as connection:
             row = connection.execute(query).first()
         return None if row is None else dict(row._mapping)

@@ -122,12 +122,35 @@ def test_three_consecutive_alarmed_days_are_one_episode_whether_run_daily_or_at_
     other.close()
 
 
-def test_alarm_gap_alarm_is_two_episodes_and_an_unscored_day_is_a_gap(store) -> None:
+def test_with_one_quiet_day_alarm_gap_alarm_is_two_episodes_and_an_unscored_day_is_a_gap(store) -> None:
     d0, d1, d2, d3, d4, d5 = days(6)
     store.record_predictions([batch(VIN, d0, True), batch(VIN, d1, False), batch(VIN, d2, True),
                               batch(OTHER, d3, True), batch(OTHER, d5, True)])  # OTHER: d4 never scored
-    raise_alerts(days(6), store=store, notifier=QUIET, now=MADE)
+    raise_alerts(days(6), store=store, notifier=QUIET, now=MADE, quiet_days=1)
     assert episodes(store) == [(VIN, d0), (VIN, d2), (OTHER, d3), (OTHER, d5)]
+
+
+def test_an_episode_ends_only_after_the_quiet_days_so_a_hovering_vehicle_is_announced_once(store) -> None:
+    d = days(12)
+    flapping = [True, False, True, False, False, True, False, False, False, True]  # quiet 1, 2, then 3 days
+    store.record_predictions([batch(VIN, d[i], alarm) for i, alarm in enumerate(flapping)]
+                             + [batch(OTHER, d[0], True), batch(OTHER, d[3], True)])  # OTHER: 2 days unscored
+    for day in d:  # one run a day, as the DAG does
+        raise_alerts([day], store=store, notifier=QUIET, now=MADE, quiet_days=3)
+    assert sorted(episodes(store)) == sorted([(VIN, d[0]), (OTHER, d[0]), (VIN, d[9])])
+    raise_alerts(d, store=store, notifier=QUIET, now=MADE, quiet_days=3)  # all dates again, in one run
+    assert sorted(episodes(store)) == sorted([(VIN, d[0]), (OTHER, d[0]), (VIN, d[9])])
+
+
+def test_the_quiet_days_come_from_the_settings(store, monkeypatch) -> None:
+    d0, d1, d2 = days(3)
+    store.record_predictions([batch(VIN, d0, True), batch(VIN, d1, False), batch(VIN, d2, True)])
+    monkeypatch.setenv("CELLGUARD_ALERT_QUIET_DAYS", "1")
+    assert [e["first_as_of"] for e in raise_alerts(days(3), store=store, notifier=QUIET, now=MADE).started] == [
+        d0.isoformat(), d2.isoformat()]
+    monkeypatch.setenv("CELLGUARD_ALERT_QUIET_DAYS", "0")
+    with pytest.raises(ValueError, match="CELLGUARD_ALERT_QUIET_DAYS must be a whole number of days from 1 to 30"):
+        raise_alerts([d2], store=store, notifier=QUIET, now=MADE)
 
 
 def test_an_episode_continues_across_a_new_champion_but_not_from_api_or_other_feature_set_predictions(store) -> None:
@@ -151,13 +174,14 @@ def test_the_latest_batch_prediction_of_the_day_before_decides(store) -> None:
     assert episodes(store) == [(VIN, d1)]
 
 
-def test_yesterdays_alarm_without_a_recorded_episode_still_starts_one() -> None:
-    yesterday = {"alarm": True}
-    assert continues_episode(yesterday, {"first_as_of": DAY - timedelta(days=5)}, DAY)
-    assert not continues_episode(yesterday, None, DAY)  # alerts never ran for it: announce now
-    assert not continues_episode(yesterday, {"first_as_of": DAY}, DAY)
-    assert not continues_episode({"alarm": False}, {"first_as_of": DAY - timedelta(days=5)}, DAY)
-    assert not continues_episode(None, {"first_as_of": DAY - timedelta(days=5)}, DAY)
+def test_a_recent_alarm_without_a_recorded_episode_still_starts_one() -> None:
+    begun = {"first_as_of": DAY - timedelta(days=5)}
+    assert continues_episode(DAY - timedelta(days=1), begun, DAY, quiet_days=1)
+    assert continues_episode(DAY - timedelta(days=3), begun, DAY, quiet_days=3)
+    assert not continues_episode(DAY - timedelta(days=4), begun, DAY, quiet_days=3)  # quiet long enough: ended
+    assert not continues_episode(DAY - timedelta(days=1), None, DAY, quiet_days=3)  # alerts never ran: announce now
+    assert not continues_episode(DAY - timedelta(days=1), {"first_as_of": DAY}, DAY, quiet_days=3)
+    assert not continues_episode(None, begun, DAY, quiet_days=3)
 
 
 def test_a_new_episode_is_posted_once_to_a_real_webhook_with_text_and_fields(store) -> None:

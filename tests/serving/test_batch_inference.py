@@ -283,18 +283,18 @@ def test_without_a_champion_nothing_is_scored_and_the_summary_says_why(lake, sto
     assert lake_objects(lake) == {} and store.predictions_between(AS_OF[0], AS_OF[-1]) == []
 
 
-def test_scored_alarms_become_one_episode_per_vehicle_over_consecutive_days(lake, store) -> None:
+def test_scored_alarms_become_one_episode_per_vehicle_until_it_is_quiet_for_three_days(lake, store) -> None:
     dates = [LAST_DAY - timedelta(days=k) for k in range(5, -1, -1)]
     score_dates(dates, lake=lake, store=store, now=NOW)
     for day in dates:  # one alerts run per day, as the DAG does
-        raise_alerts([day], store=store, notifier=Notifier(), now=NOW)
+        raise_alerts([day], store=store, notifier=Notifier(), now=NOW, quiet_days=3)
     alarmed = {}
     for row in read_predictions(lake).to_pylist():
         alarmed.setdefault(row["vin"], []).append((row["as_of"], row["alarm"]))
     expected = []
     for vin, history in sorted(alarmed.items()):
         flags = [alarm for _, alarm in sorted(history)]
-        starts = [dates[i] for i, flag in enumerate(flags) if flag and (i == 0 or not flags[i - 1])]
+        starts = [dates[i] for i, flag in enumerate(flags) if flag and not any(flags[max(0, i - 3):i])]
         expected += [(vin, start) for start in starts]
     got = [(a["vin"], a["first_as_of"]) for a in store.alerts_between(dates[0], dates[-1])]
     assert sorted(got) == sorted(expected) and got

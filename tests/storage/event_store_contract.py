@@ -134,6 +134,9 @@ class EventStoreContract:
         latest = store.open_alert(VIN_A, "full")
         assert (latest["first_as_of"], latest["notified_at"], latest["channel"]) == (date(2026, 1, 20), None, None)
         assert store.open_alert(VIN_B, "signals6") is None
+        assert store.open_alert(VIN_A, "full", on_or_before=date(2026, 1, 19))["first_as_of"] == date(2026, 1, 5)
+        assert store.open_alert(VIN_A, "full", on_or_before=date(2026, 1, 20))["first_as_of"] == date(2026, 1, 20)
+        assert store.open_alert(VIN_A, "full", on_or_before=date(2026, 1, 4)) is None
 
         at = datetime(2026, 1, 6, 4, 0, tzinfo=UTC)
         assert store.mark_notified(VIN_A, "full", date(2026, 1, 5), at, "email") is True
