@@ -10,8 +10,6 @@ opens alert episodes there, registers the Glue tables, and a second run changes 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from e2e.airflow_events import migrate_airflow_db
 from serving.registry_builders import promote
 from training.daily_builders import write_synthetic_daily
 
@@ -58,9 +57,7 @@ def test_bms_batch_inference_scores_on_batch_transform_and_publishes(sagemaker_s
                                                                      model_archive: bytes,  # noqa: F811
                                                                      transform_stand_in) -> None:  # noqa: F811
     client, _ = sagemaker
-    migrated = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True,
-                              timeout=600)
-    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    migrate_airflow_db()
     lake = Lake.from_settings(sagemaker_settings)
     write_synthetic_daily(lake)
     version = promote(lake, model_archive)  # the signals6 champion

@@ -9,11 +9,10 @@ and deploys the promoted champion to `cellguard-signals6`.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from e2e.airflow_events import migrate_airflow_db
 from training.daily_builders import write_synthetic_daily
 
 from pipelines.config import Settings
@@ -38,9 +37,7 @@ def test_bms_training_trains_on_sagemaker_registers_and_deploys(sagemaker_settin
     from airflow.dag_processing.dagbag import DagBag
 
     client, _ = sagemaker
-    migrated = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True,
-                              timeout=600)
-    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    migrate_airflow_db()
     lake = Lake.from_settings(sagemaker_settings)
     write_synthetic_daily(lake)
     bag = DagBag(dag_folder=str(REPO / "dags" / "bms_training.py"))

@@ -1,6 +1,16 @@
-"""What a DAG run announced: the extra of the asset event it emitted, read from Airflow's metadata database."""
+"""Airflow's metadata database for dag.test(): made ready, and what a DAG run announced in it (asset events)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def migrate_airflow_db() -> None:
+    """`airflow db migrate` for the AIRFLOW_HOME this test runs with (idempotent), failing with its error."""
+    migrated = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True,
+                              timeout=600)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
 
 
 def asset_event_extra(asset_name: str, run_id: str) -> dict:
