@@ -27,7 +27,8 @@ reasons is explained on demand: the API computes them for any vehicle it is aske
 
 Windows are built with numpy (`windows.inference_window_matrix`: the same rows and values as
 sql/features/windows.sql, which stays the portable definition) from only the daily columns the model reads, and
-scored in one `predict_fn` call. `BatchSummary.stage_seconds` says where a run's time went (read daily, windows,
+scored in one call: `predict_fn` in this process, or on the aws backend one SageMaker Batch Transform job named
+from the run id (`batch_scorer`, CELLGUARD_BATCH_SCORING). `BatchSummary.stage_seconds` says where a run's time went (read daily, windows,
 predict, reasons, rows, store, lake, other).
 """
 
